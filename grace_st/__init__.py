@@ -1,0 +1,43 @@
+"""GRACE text embeddings for sentence-transformers: a causal LM writes a rationale, then pools over it.
+
+Importing ``grace_st`` is cheap: the public names below load their modules (and torch, transformers and
+sentence-transformers) on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "build_grace_model": "build",
+    "save_grace_model": "build",
+    "encode_with_rationales": "rationales",
+    "load_grace_model": "loading",
+    "GraceEncoding": "rationales",
+    "RationaleGenerator": "rationale_generator",
+    "GraceModelCardData": "model_card",
+    "embedded_backbone_path": "backbones",
+    "resolve_backbone": "backbones",
+    "BackboneNotFoundError": "backbones",
+    "EMBEDDED_BACKBONE_ID": "backbones",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .backbones import EMBEDDED_BACKBONE_ID, BackboneNotFoundError, embedded_backbone_path, resolve_backbone
+    from .build import build_grace_model, save_grace_model
+    from .loading import load_grace_model
+    from .model_card import GraceModelCardData
+    from .rationale_generator import RationaleGenerator
+    from .rationales import GraceEncoding, encode_with_rationales
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

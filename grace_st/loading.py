@@ -1,0 +1,67 @@
+"""Load a GRACE model from a folder or Hub id, or wrap a plain causal LM, with errors that say what to do."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from .backbones import BackboneNotFoundError
+from .build import build_grace_model
+
+
+def _is_grace(model: SentenceTransformer) -> bool:
+    return len(model) > 0 and hasattr(model[0], "decode_rationale")
+
+
+def load_grace_model(
+    name_or_path: str | os.PathLike | None = None, *, device: str | None = None
+) -> SentenceTransformer:
+    """A GRACE model from ``name_or_path``.
+
+    - ``None``: an untrained GRACE model on the embedded default backbone (built in memory).
+    - a folder with ``modules.json``: a saved GRACE model, loaded with ``trust_remote_code=True``.
+    - a folder with only ``config.json``, or a Hub causal LM: wrapped as an untrained GRACE model, with a note.
+    - a Hub id with ``modules.json``: a published GRACE model.
+    """
+    if name_or_path is None:
+        return build_grace_model(device=device)
+    raw = str(name_or_path)
+    path = Path(raw).expanduser()
+    if path.is_dir() and (path / "modules.json").exists():
+        model = SentenceTransformer(str(path), device=device, trust_remote_code=True)
+    elif path.exists() or raw.startswith((".", "/", "~")):
+        _note(f"'{raw}' is not a GRACE model folder (no modules.json); wrapping it as an untrained GRACE model.")
+        return build_grace_model(raw, device=device)
+    else:
+        model = _load_from_hub(raw, device)
+    if not _is_grace(model):
+        raise ValueError(
+            f"'{raw}' is a sentence-transformers model but not a GRACE model (its first module is "
+            f"{type(model[0]).__name__}). Build one with `grace build OUT_DIR --backbone <causal LM>`."
+        )
+    return model
+
+
+def _load_from_hub(repo_id: str, device: str | None) -> SentenceTransformer:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        hf_hub_download(repo_id, "modules.json")
+    except EntryNotFoundError:
+        _note(f"'{repo_id}' has no modules.json; wrapping it as an untrained GRACE model.")
+        return build_grace_model(repo_id, device=device)
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, HTTP errors: all mean "cannot be had"
+        raise BackboneNotFoundError(
+            f"Cannot load '{repo_id}': it is not a local folder, and the Hugging Face Hub did not provide it "
+            f"({type(exc).__name__}). Check the id or path, log in (HF_TOKEN) for private models, unset "
+            "HF_HUB_OFFLINE when online, or leave MODEL out to use the embedded default backbone."
+        ) from exc
+    return SentenceTransformer(repo_id, device=device, trust_remote_code=True)
+
+
+def _note(message: str) -> None:
+    print(f"grace: {message}", file=sys.stderr)

@@ -1,0 +1,238 @@
+"""The GRACE input module: prompt, generate a rationale, return token embeddings over the pooled span.
+
+It is the first module of a GRACE sentence-transformers model, followed by sentence-transformers' own
+``Pooling(pooling_mode="mean")`` and ``Normalize``. ``forward`` hands ``Pooling`` the hidden states of
+``[prompt | rationale]`` as ``token_embeddings`` and the pooled-span mask as ``attention_mask``, so the stock mean
+pooling computes the GRACE vector.
+
+This file is copied into every saved GRACE model folder together with the ``modeling`` files it imports, and
+``modules.json`` points at that copy (``rationale_generator.RationaleGenerator``). With
+``trust_remote_code=True`` a saved model therefore loads in an environment that has sentence-transformers but not
+this library. The imports below try the flat copy first and fall back to the installed package.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules import InputModule
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+try:  # a copy saved next to a model: the modeling files sit beside this one
+    from .generation import GenerationSettings, end_token_ids, generate_rationales
+    from .pooling import select_hidden_states
+    from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from .spans import SPANS, pooled_span_mask, rationale_mask
+except ImportError:  # the installed library
+    from grace_st.modeling.generation import GenerationSettings, end_token_ids, generate_rationales
+    from grace_st.modeling.pooling import select_hidden_states
+    from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from grace_st.modeling.spans import SPANS, pooled_span_mask, rationale_mask
+
+FORMAT_VERSION = 1
+"""Version of ``grace_config.json``; bumped when a key changes meaning."""
+
+
+def check_texts(texts: list[Any]) -> None:
+    """Reject inputs GRACE cannot embed, naming the value and the fix."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"GRACE encodes strings, but got {type(text).__name__} {text!r}. Convert it with str() or drop it "
+                "before encoding."
+            )
+        if not text.strip():
+            raise ValueError(
+                f"GRACE cannot embed an empty or whitespace-only text ({text!r}): there is nothing to write a "
+                "rationale about. Remove it or replace it with real text before encoding."
+            )
+
+
+class RationaleGenerator(InputModule):
+    """Writes a rationale for each text with a causal LM and exposes the hidden states to pool.
+
+    Args:
+        model_name_or_path: a Hugging Face causal LM (hub id or local folder).
+        instruction: system prompt used when ``encode`` passes no prompt (the reference's prompt by default).
+        span: which tokens are pooled: ``"input_and_rationale"`` (default: text, template glue and rationale up to
+            and including its first end token), ``"rationale"``, or ``"input"`` (no generation).
+        layer: hidden-state layer to pool (``-1``: last layer, after the final norm).
+        max_new_tokens: cap on rationale length.
+        max_input_tokens: texts are cut to this many tokens before templating, with a warning.
+        do_sample, temperature, top_p, seed: decoding; greedy (``do_sample=False``) by default for determinism.
+        model_kwargs, processor_kwargs: passed to ``from_pretrained`` of the model and tokenizer.
+    """
+
+    config_file_name = "grace_config.json"  # config.json is the backbone's, saved in the same root folder
+    config_keys = [
+        "instruction",
+        "span",
+        "layer",
+        "max_new_tokens",
+        "max_input_tokens",
+        "do_sample",
+        "temperature",
+        "top_p",
+        "seed",
+        "format_version",
+    ]
+    save_in_root = True
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        instruction: str = DEFAULT_INSTRUCTION,
+        span: str = "input_and_rationale",
+        layer: int = -1,
+        max_new_tokens: int = 256,
+        max_input_tokens: int = 1024,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if span not in SPANS:
+            raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise ValueError(f"layer must be an integer index into the hidden states, got {layer!r}.")
+        if not isinstance(max_input_tokens, int) or max_input_tokens < 1:
+            raise ValueError(f"max_input_tokens must be a positive integer, got {max_input_tokens!r}.")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}.")
+        self.settings = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+        self.instruction, self.span, self.layer, self.max_input_tokens = instruction, span, layer, max_input_tokens
+        self.format_version = FORMAT_VERSION
+        model_kwargs = {"dtype": torch.float32, **(model_kwargs or {})}
+        self.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
+        self.end_ids = end_token_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else self.end_ids[0])
+        self._templates: dict[str, PromptTemplate] = {}
+        self._check_context(self.template(instruction))
+
+    # -- settings exposed as config keys ---------------------------------------------------------------------------
+    max_new_tokens = property(lambda self: self.settings.max_new_tokens)
+    do_sample = property(lambda self: self.settings.do_sample)
+    temperature = property(lambda self: self.settings.temperature)
+    top_p = property(lambda self: self.settings.top_p)
+    seed = property(lambda self: self.settings.seed)
+
+    @property
+    def max_seq_length(self) -> int:
+        """Longest text, in tokens, that is embedded without truncation."""
+        return self.max_input_tokens
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def template(self, instruction: str) -> PromptTemplate:
+        """Prompt template for ``instruction``, built once per instruction."""
+        if instruction not in self._templates:
+            self._templates[instruction] = template_for(self.tokenizer, instruction)
+            self._check_context(self._templates[instruction])
+        return self._templates[instruction]
+
+    def _check_context(self, template: PromptTemplate) -> None:
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        needed = len(template.prefix_ids) + self.max_input_tokens + len(template.suffix_ids)
+        needed += 0 if self.span == "input" else self.max_new_tokens
+        if context is not None and needed > context:
+            raise ValueError(
+                f"max_input_tokens ({self.max_input_tokens}) + prompt template ({len(template.prefix_ids)} + "
+                f"{len(template.suffix_ids)}) + max_new_tokens ({self.max_new_tokens}) = {needed} tokens exceeds the "
+                f"backbone's context of {context} tokens. Lower max_input_tokens or max_new_tokens."
+            )
+
+    # -- sentence-transformers contract ----------------------------------------------------------------------------
+    def preprocess(self, inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Tokenise ``inputs`` into left-padded prompts; ``prompt`` (from ``encode``) replaces the instruction."""
+        check_texts(inputs)
+        batch = build_prompt_batch(
+            self.tokenizer, self.template(prompt or self.instruction), inputs, self.max_input_tokens, self.pad_token_id
+        )
+        if batch.num_truncated:
+            warnings.warn(
+                f"{batch.num_truncated} of {len(inputs)} texts are longer than max_input_tokens="
+                f"{self.max_input_tokens} and were cut to their first {self.max_input_tokens} tokens. Raise "
+                "max_input_tokens (within the backbone's context) to embed more of them.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "prompt_span_mask": batch.span_mask,
+        }
+
+    def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Generate rationales, run the backbone over ``[prompt | rationale]`` and expose the pooled span.
+
+        Adds ``token_embeddings`` ``(B, T, H)``, replaces ``attention_mask`` with the pooled-span mask ``(B, T)``
+        (what ``Pooling`` averages over), and adds ``rationale_ids`` / ``rationale_mask`` ``(B, G)``.
+        """
+        ids, att, prompt_span = features["input_ids"], features["attention_mask"], features["prompt_span_mask"]
+        if self.span == "input":
+            rationale_ids = ids.new_zeros((ids.shape[0], 0))
+            completion_mask, seq_ids, seq_att = rationale_ids, ids, att
+        else:
+            rationale_ids = generate_rationales(self.model, ids, att, self.settings, self.end_ids, self.pad_token_id)
+            completion_mask = rationale_mask(rationale_ids, self.end_ids)
+            seq_ids, seq_att = torch.cat([ids, rationale_ids], 1), torch.cat([att, completion_mask], 1)
+        features["token_embeddings"] = select_hidden_states(self.model, seq_ids, seq_att, self.layer)
+        features["sequence_mask"] = seq_att
+        features["attention_mask"] = pooled_span_mask(prompt_span, completion_mask, self.span)
+        features["rationale_ids"], features["rationale_mask"] = rationale_ids, completion_mask
+        return features
+
+    def decode_rationale(self, rationale_ids: torch.Tensor, rationale_mask: torch.Tensor) -> str:
+        """Text of one rationale (end and padding tokens dropped)."""
+        kept = rationale_ids[rationale_mask.bool()].tolist()
+        return self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
+        self.tokenizer.save_pretrained(output_path)
+        self.save_config(output_path)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> RationaleGenerator:
+        hub = dict(token=token, cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
+        config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
+        known = set(inspect.signature(cls.__init__).parameters)
+        unknown = sorted(set(config) - known - {"format_version"})
+        if unknown:
+            warnings.warn(
+                f"Ignoring unknown keys {unknown} in {cls.config_file_name}: the model was probably saved by a newer "
+                "GRACE version. Upgrade grace-st to use them.",
+                UserWarning,
+                stacklevel=2,
+            )
+        config = {k: v for k, v in config.items() if k in known}
+        hf = dict(subfolder=subfolder, token=token, cache_dir=cache_folder, revision=revision)
+        hf["local_files_only"] = local_files_only
+        return cls(
+            model_name_or_path,
+            **config,
+            model_kwargs={**hf, **(model_kwargs or {})},
+            processor_kwargs={**hf, **(processor_kwargs or {})},
+        )

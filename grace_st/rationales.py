@@ -1,0 +1,68 @@
+"""Each text's rationale next to its embedding, in one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+
+@dataclass
+class GraceEncoding:
+    """One encoded text.
+
+    Attributes:
+        text: the input text.
+        rationale: what the model wrote about it (empty for the ``input`` span, which generates nothing).
+        embedding: the L2-normalised vector, the same as ``model.encode(text)`` gives.
+    """
+
+    text: str
+    rationale: str
+    embedding: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "rationale": self.rationale, "embedding": self.embedding.tolist()}
+
+
+def encode_with_rationales(
+    model: SentenceTransformer,
+    texts: list[str],
+    *,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+    batch_size: int = 16,
+    show_progress_bar: bool | None = None,
+) -> list[GraceEncoding]:
+    """Encode ``texts`` with a GRACE model and return each text's rationale and embedding.
+
+    It is ``model.encode(texts, output_value=None)`` plus decoding of the generated ids, so the vectors are exactly
+    those of ``model.encode``. ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in
+    ``encode_query`` / ``encode_document``.
+    """
+    generator = model[0]
+    if not hasattr(generator, "decode_rationale"):
+        raise TypeError(
+            f"encode_with_rationales needs a GRACE model (first module RationaleGenerator), got a model whose first "
+            f"module is {type(generator).__name__}. Build one with grace_st.build_grace_model or `grace build`."
+        )
+    if isinstance(texts, str):
+        texts = [texts]
+    outputs = model.encode(
+        texts,
+        prompt_name=prompt_name,
+        prompt=prompt,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        output_value=None,
+    )
+    return [
+        GraceEncoding(
+            text=text,
+            rationale=generator.decode_rationale(out["rationale_ids"], out["rationale_mask"]),
+            embedding=out["sentence_embedding"].float().cpu().numpy(),
+        )
+        for text, out in zip(texts, outputs)
+    ]
