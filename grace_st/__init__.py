@@ -26,7 +26,19 @@ _EXPORTS = {
     "EMBEDDED_BACKBONE_ID": "backbones",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EMBEDDED_BACKBONE_ID",
+    "BackboneNotFoundError",
+    "GraceEncoding",
+    "GraceModelCardData",
+    "RationaleGenerator",
+    "build_grace_model",
+    "embedded_backbone_path",
+    "encode_with_rationales",
+    "load_grace_model",
+    "resolve_backbone",
+    "save_grace_model",
+]
 
 if TYPE_CHECKING:
     from .backbones import EMBEDDED_BACKBONE_ID, BackboneNotFoundError, embedded_backbone_path, resolve_backbone

@@ -64,5 +64,5 @@ def encode_with_rationales(
             rationale=generator.decode_rationale(out["rationale_ids"], out["rationale_mask"]),
             embedding=out["sentence_embedding"].float().cpu().numpy(),
         )
-        for text, out in zip(texts, outputs)
+        for text, out in zip(texts, outputs, strict=True)
     ]

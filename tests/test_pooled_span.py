@@ -1,0 +1,95 @@
+"""The vector is the mean, over exactly the documented tokens, of the last layer's hidden states, L2-normalised.
+
+The expected vectors are recomputed by hand: each row's ``prefix + text + suffix + rationale[: first end token]``
+run *alone* (no padding) through the backbone, averaged over everything but the instruction prefix.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from grace_st.modeling.pooling import embed_sequences
+
+
+def _forced_generate(tokenizer, texts, rationales):
+    """A ``generate`` whose rationale for ``texts[i]`` is ``rationales[i]`` (right-padded), in whatever row order
+    sentence-transformers batches the texts (it sorts them by length)."""
+
+    def generate(input_ids, attention_mask, generation_config):
+        pad = generation_config.pad_token_id
+        tail = torch.full((input_ids.shape[0], max(len(r) for r in rationales)), pad, dtype=torch.long)
+        for row, prompt in enumerate(input_ids):
+            decoded = tokenizer.decode(prompt)
+            (index,) = [i for i, text in enumerate(texts) if text + "<|im_end|>" in decoded]
+            tail[row, : len(rationales[index])] = torch.tensor(rationales[index])
+        return torch.cat([input_ids, tail], dim=1)
+
+    return generate
+
+
+def _hand_vector(generator, text, rationale, pooled_from):
+    tok, end = generator.tokenizer, set(generator.end_ids)
+    template = generator.template(generator.instruction)
+    kept = []
+    for t in rationale:
+        kept.append(t)
+        if t in end:
+            break
+    text_ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids = list(template.prefix_ids) + text_ids + list(template.suffix_ids) + kept
+    with torch.no_grad():
+        hidden = generator.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    start = len(template.prefix_ids) if pooled_from == "text" else len(ids) - len(kept)
+    return F.normalize(hidden[start:].mean(0), dim=-1)
+
+
+def test_vector_is_mean_over_text_glue_and_rationale_through_first_end_token(grace_tiny):
+    generator = grace_tiny[0]
+    end = generator.end_ids[0]
+    rationales = [[40, 41, end, 42, 43], [50, 51, 52, 53, 54], [end, 60, 61]]  # end mid-way, no end, end first
+    texts = ["A cat sat on the mat.", "Stock markets fell sharply today.", "where is the station?"]
+    generator.model.generate = _forced_generate(generator.tokenizer, texts, rationales)
+    got = grace_tiny.encode(texts, batch_size=3, convert_to_tensor=True)
+    for text, rationale, vector in zip(texts, rationales, got, strict=True):
+        expected = _hand_vector(generator, text, rationale, pooled_from="text")
+        assert torch.allclose(vector, expected, atol=1e-5), (text, (vector - expected).abs().max())
+    assert torch.allclose(got.norm(dim=-1), torch.ones(3), atol=1e-5), "vectors are L2-normalised"
+
+
+def test_rationale_only_span(build_tiny):
+    model = build_tiny(span="rationale")
+    generator = model[0]
+    end = generator.end_ids[0]
+    rationales = [[40, 41, end, 42], [50, 51, 52, 53]]
+    texts = ["A cat sat on the mat.", "Stock markets fell."]
+    generator.model.generate = _forced_generate(generator.tokenizer, texts, rationales)
+    got = model.encode(texts, convert_to_tensor=True)
+    for text, rationale, vector in zip(texts, rationales, got, strict=True):
+        expected = _hand_vector(generator, text, rationale, pooled_from="rationale")
+        assert torch.allclose(vector, expected, atol=1e-5)
+
+
+def test_input_only_span_never_generates_and_pools_text_and_glue(build_tiny):
+    model = build_tiny(span="input")
+    generator = model[0]
+
+    def no_generate(*args, **kwargs):
+        raise AssertionError("span='input' must not generate")
+
+    generator.model.generate = no_generate
+    texts = ["A cat sat on the mat.", "Stock markets fell sharply today after the announcement."]
+    got = model.encode(texts, convert_to_tensor=True)
+    for text, vector in zip(texts, got, strict=True):
+        assert torch.allclose(vector, _hand_vector(generator, text, [], pooled_from="text"), atol=1e-5)
+
+
+def test_sentence_transformers_chain_equals_shared_pooling_function(grace_tiny):
+    """Pooling(mean) + Normalize over the module's outputs == modeling.pooling.embed_sequences (used in training)."""
+    features = grace_tiny[0].preprocess(["A cat sat on the mat.", "Stock markets fell."])
+    with torch.no_grad():
+        out = grace_tiny(features)
+    full_ids = torch.cat([out["input_ids"], out["rationale_ids"]], dim=1)
+    direct = embed_sequences(grace_tiny[0].model, full_ids, out["sequence_mask"], out["attention_mask"])
+    assert torch.allclose(out["sentence_embedding"], direct, atol=1e-6)
+
