@@ -31,7 +31,11 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--layer", type=int, help="hidden-state layer to pool (default: -1, the last)")
     parser.add_argument("--max-new-tokens", type=int, help="rationale length cap (default: 256)")
-    parser.add_argument("--max-input-tokens", type=int, help="texts are cut to this many tokens (default: 1024)")
+    parser.add_argument(
+        "--max-input-tokens",
+        type=int,
+        help="texts are cut to this many tokens (default: 1024, or less to fit the backbone's context)",
+    )
     parser.add_argument("--sample", action="store_true", help="sample rationales instead of greedy decoding")
     parser.add_argument("--temperature", type=float, help="sampling temperature (with --sample)")
     parser.add_argument("--seed", type=int, help="sampling seed (with --sample)")

@@ -47,11 +47,11 @@ def load_grace_model(
 
 def _load_from_hub(repo_id: str, device: str | None) -> SentenceTransformer:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
         hf_hub_download(repo_id, "modules.json")
-    except EntryNotFoundError:
+    except RemoteEntryNotFoundError:  # the repo exists but holds no sentence-transformers model
         _note(f"'{repo_id}' has no modules.json; wrapping it as an untrained GRACE model.")
         return build_grace_model(repo_id, device=device)
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, HTTP errors: all mean "cannot be had"

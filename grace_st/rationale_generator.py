@@ -62,7 +62,8 @@ class RationaleGenerator(InputModule):
             and including its first end token), ``"rationale"``, or ``"input"`` (no generation).
         layer: hidden-state layer to pool (``-1``: last layer, after the final norm).
         max_new_tokens: cap on rationale length.
-        max_input_tokens: texts are cut to this many tokens before templating, with a warning.
+        max_input_tokens: texts are cut to this many tokens before templating, with a warning. ``None``: 1024 (the
+            reference's limit), lowered to what fits the backbone's context with the template and the rationale.
         do_sample, temperature, top_p, seed: decoding; greedy (``do_sample=False``) by default for determinism.
         model_kwargs, processor_kwargs: passed to ``from_pretrained`` of the model and tokenizer.
     """
@@ -89,7 +90,7 @@ class RationaleGenerator(InputModule):
         span: str = "input_and_rationale",
         layer: int = -1,
         max_new_tokens: int = 256,
-        max_input_tokens: int = 1024,
+        max_input_tokens: int | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -103,7 +104,7 @@ class RationaleGenerator(InputModule):
             raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ValueError(f"layer must be an integer index into the hidden states, got {layer!r}.")
-        if not isinstance(max_input_tokens, int) or max_input_tokens < 1:
+        if max_input_tokens is not None and (not isinstance(max_input_tokens, int) or max_input_tokens < 1):
             raise ValueError(f"max_input_tokens must be a positive integer, got {max_input_tokens!r}.")
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"instruction must be a non-empty string, got {instruction!r}.")
@@ -117,7 +118,10 @@ class RationaleGenerator(InputModule):
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.end_ids[0])
         self._templates: dict[str, PromptTemplate] = {}
-        self._check_context(self.template(instruction))
+        default_template = self.template(instruction)
+        if max_input_tokens is None:
+            self.max_input_tokens = self._fitting_input_tokens(default_template)
+        self._check_context(default_template)
 
     # -- settings exposed as config keys ---------------------------------------------------------------------------
     max_new_tokens = property(lambda self: self.settings.max_new_tokens)
@@ -138,8 +142,16 @@ class RationaleGenerator(InputModule):
         """Prompt template for ``instruction``, built once per instruction."""
         if instruction not in self._templates:
             self._templates[instruction] = template_for(self.tokenizer, instruction)
-            self._check_context(self._templates[instruction])
+            if self.max_input_tokens is not None:  # None only while __init__ is still fitting it to the context
+                self._check_context(self._templates[instruction])
         return self._templates[instruction]
+
+    def _fitting_input_tokens(self, template: PromptTemplate, default: int = 1024) -> int:
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context is None:
+            return default
+        generated = 0 if self.span == "input" else self.max_new_tokens
+        return max(1, min(default, context - len(template.prefix_ids) - len(template.suffix_ids) - generated))
 
     def _check_context(self, template: PromptTemplate) -> None:
         context = getattr(self.model.config, "max_position_embeddings", None)

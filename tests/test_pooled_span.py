@@ -92,4 +92,3 @@ def test_sentence_transformers_chain_equals_shared_pooling_function(grace_tiny):
     full_ids = torch.cat([out["input_ids"], out["rationale_ids"]], dim=1)
     direct = embed_sequences(grace_tiny[0].model, full_ids, out["sequence_mask"], out["attention_mask"])
     assert torch.allclose(out["sentence_embedding"], direct, atol=1e-6)
-

@@ -1,0 +1,80 @@
+"""The ``grace`` console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from grace_st.cli import main
+
+
+def test_help_is_complete(capsys):
+    for argv in (["--help"], ["encode", "--help"], ["build", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--text", "--file", "--output", "--prompt-name", "--backbone", "--overwrite", "--max-new-tokens"):
+        assert flag in out, flag
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "grace_st.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "encode" in result.stdout and "build" in result.stdout
+
+
+def test_build_then_encode_texts_and_file(tiny_backbone, tmp_path, capsys):
+    folder = tmp_path / "model"
+    assert main(["build", str(folder), "--backbone", str(tiny_backbone), "--max-new-tokens", "6"]) == 0
+    assert json.loads((folder / "grace_config.json").read_text())["max_new_tokens"] == 6
+
+    out = tmp_path / "x.jsonl"
+    assert main(["encode", str(folder), "--text", "A cat sat.", "Markets fell.", "--output", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in records] == ["A cat sat.", "Markets fell."]
+    assert all(set(r) == {"text", "rationale", "embedding"} for r in records)
+    assert abs(np.linalg.norm(records[0]["embedding"]) - 1) < 1e-5
+
+    again = tmp_path / "y.jsonl"
+    source = tmp_path / "texts.txt"
+    source.write_text("A cat sat.\n\nMarkets fell.\n")
+    assert main(["encode", str(folder), "--file", str(source), "--output", str(again)]) == 0
+    assert again.read_text() == out.read_text(), "same texts, same model: identical output"
+    assert "skipped 1 blank lines" in capsys.readouterr().err
+
+
+def test_encode_wraps_a_plain_causal_lm_folder(tiny_backbone, capsys):
+    assert main(["encode", str(tiny_backbone), "--text", "A cat sat.", "--max-new-tokens", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "not a GRACE model folder" in captured.err
+    assert json.loads(captured.out.strip())["text"] == "A cat sat."
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["encode", "--file", "/no/such/file.txt"], "No such file: '/no/such/file.txt'"),
+        (["encode", "nobody/no-such-model", "--text", "x"], "Cannot load 'nobody/no-such-model'"),
+        (["encode", "./missing-folder", "--text", "x"], "No such folder"),
+    ],
+)
+def test_user_mistakes_end_in_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"grace: error: {message}" in err and "Traceback" not in err
+
+
+def test_empty_text_on_the_command_line(tiny_backbone, capsys):
+    assert main(["encode", str(tiny_backbone), "--text", "ok", "  "]) == 2
+    assert "empty or whitespace-only text" in capsys.readouterr().err
+
+
+def test_build_refuses_existing_folder(tiny_backbone, tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("x")
+    assert main(["build", str(tmp_path / "m"), "--backbone", str(tiny_backbone)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
