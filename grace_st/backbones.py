@@ -27,6 +27,16 @@ _DONE_MARKER = "grace_backbone.json"
 class BackboneNotFoundError(OSError):
     """A backbone id or path that names no loadable causal LM."""
 
+    @classmethod
+    def unreachable(cls, name: str, exc: Exception) -> BackboneNotFoundError:
+        """The error for a name that is neither a local folder nor provided by the Hub (offline, unknown, gated)."""
+        return cls(
+            f"Cannot load '{name}': it is not a local folder, and the Hugging Face Hub did not provide it "
+            f"({type(exc).__name__}). Check the id or path, log in (HF_TOKEN) for gated or private models, unset "
+            "HF_HUB_OFFLINE when online, or pass a local folder; leave MODEL/--backbone out to use the embedded "
+            "default backbone."
+        )
+
 
 def grace_cache_dir() -> Path:
     """Root of GRACE's own cache (converted backbones)."""
@@ -118,9 +128,5 @@ def resolve_backbone(name_or_path: str | os.PathLike | None) -> str:
     try:
         AutoConfig.from_pretrained(raw)
     except Exception as exc:  # noqa: BLE001 - OSError, offline errors, HTTP errors: all mean "cannot be had"
-        raise BackboneNotFoundError(
-            f"Cannot load '{raw}': it is not a local folder, and the Hugging Face Hub did not provide it "
-            f"({type(exc).__name__}). Check the id, log in (HF_TOKEN) for gated models, unset HF_HUB_OFFLINE when "
-            "online, or pass a local folder. Leave the backbone unset to use the embedded default."
-        ) from exc
+        raise BackboneNotFoundError.unreachable(raw, exc) from exc
     return raw

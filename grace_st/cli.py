@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .txt file (one text per line; blank lines skipped) or a .jsonl file with a 'text' field on each line",
     )
     encode.add_argument("--output", type=Path, metavar="OUT", help="JSON-lines output file (default: stdout)")
+    encode.add_argument(
+        "--show-rationales", action="store_true", help="also print each text and its rationale to stderr"
+    )
     encode.add_argument("--prompt-name", choices=["query", "document"], help="use the model's stored prompt")
     encode.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
     encode.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
@@ -135,6 +138,12 @@ def run_encode(args: argparse.Namespace) -> None:
         show_progress_bar=len(texts) > args.batch_size,
     )
     _write_jsonl([item.to_json() for item in encoded], args.output)
+    if args.show_rationales:
+        for item in encoded:
+            print(
+                f"\n{item.text}\n  rationale: {item.rationale}\n  embedding: {item.embedding.shape[0]} dims",
+                file=sys.stderr,
+            )
     if args.output is not None:
         print(f"grace: wrote {len(encoded)} embeddings to {args.output}", file=sys.stderr)
 

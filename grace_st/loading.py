@@ -55,11 +55,7 @@ def _load_from_hub(repo_id: str, device: str | None) -> SentenceTransformer:
         _note(f"'{repo_id}' has no modules.json; wrapping it as an untrained GRACE model.")
         return build_grace_model(repo_id, device=device)
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, HTTP errors: all mean "cannot be had"
-        raise BackboneNotFoundError(
-            f"Cannot load '{repo_id}': it is not a local folder, and the Hugging Face Hub did not provide it "
-            f"({type(exc).__name__}). Check the id or path, log in (HF_TOKEN) for private models, unset "
-            "HF_HUB_OFFLINE when online, or leave MODEL out to use the embedded default backbone."
-        ) from exc
+        raise BackboneNotFoundError.unreachable(repo_id, exc) from exc
     return SentenceTransformer(repo_id, device=device, trust_remote_code=True)
 
 

@@ -132,8 +132,20 @@ class RationaleGenerator(InputModule):
 
     @property
     def max_seq_length(self) -> int:
-        """Longest text, in tokens, that is embedded without truncation."""
+        """Longest text, in tokens, that is embedded without truncation (sentence-transformers' name for it)."""
         return self.max_input_tokens
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}.")
+        previous, self.max_input_tokens = self.max_input_tokens, value
+        try:
+            for template in self._templates.values():
+                self._check_context(template)
+        except ValueError:
+            self.max_input_tokens = previous
+            raise
 
     def get_embedding_dimension(self) -> int:
         return int(self.model.config.hidden_size)

@@ -71,5 +71,14 @@ def test_folder_that_is_not_a_model(tmp_path):
 
 
 def test_load_unknown_grace_model_offline():
-    with pytest.raises(BackboneNotFoundError, match="leave MODEL out"):
+    with pytest.raises(BackboneNotFoundError, match="leave MODEL/--backbone out"):
         load_grace_model("nobody/no-such-grace-model")
+
+
+def test_default_max_input_tokens_fits_the_context(tiny_backbone):
+    """Left unset, max_input_tokens shrinks from 1024 to what fits a small context with template and rationale."""
+    model = build_grace_model(str(tiny_backbone), max_new_tokens=8)
+    generator = model[0]
+    template = generator.template(generator.instruction)
+    used = len(template.prefix_ids) + generator.max_input_tokens + len(template.suffix_ids) + 8
+    assert used == generator.model.config.max_position_embeddings == 512

