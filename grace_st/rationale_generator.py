@@ -236,10 +236,12 @@ class RationaleGenerator(InputModule):
         cache_folder: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
+        trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> RationaleGenerator:
+        """Load from a saved folder or Hub repo; ``trust_remote_code`` also reaches backbones with custom code."""
         hub = dict(token=token, cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
         known = set(inspect.signature(cls.__init__).parameters)
@@ -253,7 +255,7 @@ class RationaleGenerator(InputModule):
             )
         config = {k: v for k, v in config.items() if k in known}
         hf = dict(subfolder=subfolder, token=token, cache_dir=cache_folder, revision=revision)
-        hf["local_files_only"] = local_files_only
+        hf.update(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
         return cls(
             model_name_or_path,
             **config,

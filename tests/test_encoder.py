@@ -127,3 +127,12 @@ def test_max_seq_length_is_the_input_token_limit(grace_tiny):
     with pytest.raises(ValueError, match="exceeds the backbone's context"):
         grace_tiny.max_seq_length = 10_000
     assert grace_tiny.max_seq_length == 16
+
+
+def test_config_from_a_newer_version_loads_with_a_warning(grace_tiny, tmp_path):
+    folder = save_grace_model(grace_tiny, tmp_path / "m")
+    config = json.loads((folder / "grace_config.json").read_text())
+    (folder / "grace_config.json").write_text(json.dumps({**config, "future_setting": 3}))
+    with pytest.warns(UserWarning, match=r"Ignoring unknown keys \['future_setting'\]"):
+        reloaded = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    np.testing.assert_array_equal(reloaded.encode(TEXTS[:2]), grace_tiny.encode(TEXTS[:2]))
