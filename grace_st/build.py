@@ -61,7 +61,7 @@ def build_grace_model(
         license="apache-2.0" if backbone is None else None,  # SmolLM2-135M-Instruct's license
         local_files_only=True,  # no Hub look-ups while writing the card
         generate_widget_examples=False,  # widget examples would run generation at save time
-        grace_settings={k: generator.get_config_dict()[k] for k in generator.config_keys if k != "instruction"},
+        grace_settings={k: v for k, v in generator.get_config_dict().items() if k != "instruction"},
     )
     card.base_model = base_model  # not an init field: sentence-transformers normally sets it from a Hub look-up
     model = SentenceTransformer(

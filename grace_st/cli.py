@@ -7,7 +7,6 @@ names the value and the fix, and exit status 2; never a stack trace from inside 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -128,8 +127,7 @@ def run_encode(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}.")
     model = load_grace_model(args.model, device=args.device)
     if args.max_new_tokens is not None:
-        generator = model[0]
-        generator.settings = dataclasses.replace(generator.settings, max_new_tokens=args.max_new_tokens)
+        model[0].max_new_tokens = args.max_new_tokens
     encoded = encode_with_rationales(
         model,
         texts,

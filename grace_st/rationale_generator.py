@@ -13,6 +13,7 @@ this library. The imports below try the flat copy first and fall back to the ins
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from typing import Any
@@ -124,11 +125,21 @@ class RationaleGenerator(InputModule):
         self._check_context(default_template)
 
     # -- settings exposed as config keys ---------------------------------------------------------------------------
-    max_new_tokens = property(lambda self: self.settings.max_new_tokens)
     do_sample = property(lambda self: self.settings.do_sample)
     temperature = property(lambda self: self.settings.temperature)
     top_p = property(lambda self: self.settings.top_p)
     seed = property(lambda self: self.settings.seed)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Cap on rationale length; settable, e.g. to trade quality for speed at encode time."""
+        return self.settings.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        previous = self.settings
+        self.settings = dataclasses.replace(previous, max_new_tokens=value)  # validates the value
+        self._recheck_context(lambda: setattr(self, "settings", previous))
 
     @property
     def max_seq_length(self) -> int:
@@ -140,11 +151,15 @@ class RationaleGenerator(InputModule):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"max_seq_length must be a positive integer, got {value!r}.")
         previous, self.max_input_tokens = self.max_input_tokens, value
+        self._recheck_context(lambda: setattr(self, "max_input_tokens", previous))
+
+    def _recheck_context(self, undo: Any) -> None:
+        """After a setting changed: check every prompt template still fits the context, else undo and raise."""
         try:
             for template in self._templates.values():
                 self._check_context(template)
         except ValueError:
-            self.max_input_tokens = previous
+            undo()
             raise
 
     def get_embedding_dimension(self) -> int:

@@ -136,3 +136,14 @@ def test_config_from_a_newer_version_loads_with_a_warning(grace_tiny, tmp_path):
     with pytest.warns(UserWarning, match=r"Ignoring unknown keys \['future_setting'\]"):
         reloaded = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
     np.testing.assert_array_equal(reloaded.encode(TEXTS[:2]), grace_tiny.encode(TEXTS[:2]))
+
+
+def test_max_new_tokens_can_be_changed_within_the_context(grace_tiny):
+    grace_tiny[0].max_new_tokens = 3
+    out = grace_tiny.encode(TEXTS[:2], output_value=None)
+    assert all(o["rationale_ids"].shape[0] <= 3 for o in out)
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
+        grace_tiny[0].max_new_tokens = 0
+    with pytest.raises(ValueError, match="exceeds the backbone's context"):
+        grace_tiny[0].max_new_tokens = 5000
+    assert grace_tiny[0].max_new_tokens == 3
