@@ -92,8 +92,13 @@ def read_texts(path: Path) -> list[str]:
         texts = []
         for number, line in enumerate(lines, 1):
             if line.strip():
-                record = json.loads(line)
-                if "text" not in record:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(
+                        f"{path}:{number} is not valid JSON ({exc.msg}). Fix or remove that line."
+                    ) from exc
+                if not isinstance(record, dict) or "text" not in record:
                     raise ValueError(f"{path}:{number} has no 'text' field. Each JSON line needs {{\"text\": ...}}.")
                 texts.append(record["text"])
         return texts

@@ -78,3 +78,13 @@ def test_build_refuses_existing_folder(tiny_backbone, tmp_path, capsys):
     (tmp_path / "m" / "keep.txt").write_text("x")
     assert main(["build", str(tmp_path / "m"), "--backbone", str(tiny_backbone)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "message"), [("{oops", "x.jsonl:2 is not valid JSON"), ('{"body": "x"}', "no 'text'")]
+)
+def test_bad_jsonl_lines_are_named(tmp_path, capsys, line, message):
+    source = tmp_path / "x.jsonl"
+    source.write_text('{"text": "fine"}\n' + line + "\n")
+    assert main(["encode", "--file", str(source)]) == 2
+    assert message in capsys.readouterr().err
