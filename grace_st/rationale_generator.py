@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -118,10 +119,11 @@ class RationaleGenerator(InputModule):
         self.end_ids = end_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.end_ids[0])
-        self._templates: dict[str, PromptTemplate] = {}
-        default_template = self.template(instruction)
-        if max_input_tokens is None:
-            self.max_input_tokens = self._fitting_input_tokens(default_template)
+        default_template = template_for(self.tokenizer, instruction)
+        self._templates: dict[str, PromptTemplate] = {instruction: default_template}
+        if max_input_tokens is None:  # the reference's 1024, or what the context leaves for the text
+            room = self._room_for_text(default_template)
+            self.max_input_tokens = 1024 if room is None else max(1, min(1024, room))
         self._check_context(default_template)
 
     # -- settings exposed as config keys ---------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class RationaleGenerator(InputModule):
         previous, self.max_input_tokens = self.max_input_tokens, value
         self._recheck_context(lambda: setattr(self, "max_input_tokens", previous))
 
-    def _recheck_context(self, undo: Any) -> None:
+    def _recheck_context(self, undo: Callable[[], None]) -> None:
         """After a setting changed: check every prompt template still fits the context, else undo and raise."""
         try:
             for template in self._templates.values():
@@ -169,22 +171,22 @@ class RationaleGenerator(InputModule):
         """Prompt template for ``instruction``, built once per instruction."""
         if instruction not in self._templates:
             self._templates[instruction] = template_for(self.tokenizer, instruction)
-            if self.max_input_tokens is not None:  # None only while __init__ is still fitting it to the context
-                self._check_context(self._templates[instruction])
+            self._check_context(self._templates[instruction])
         return self._templates[instruction]
 
-    def _fitting_input_tokens(self, template: PromptTemplate, default: int = 1024) -> int:
+    def _room_for_text(self, template: PromptTemplate) -> int | None:
+        """Tokens the context leaves for the text around ``template`` and the rationale (None: unbounded)."""
         context = getattr(self.model.config, "max_position_embeddings", None)
         if context is None:
-            return default
+            return None
         generated = 0 if self.span == "input" else self.max_new_tokens
-        return max(1, min(default, context - len(template.prefix_ids) - len(template.suffix_ids) - generated))
+        return context - len(template.prefix_ids) - len(template.suffix_ids) - generated
 
     def _check_context(self, template: PromptTemplate) -> None:
-        context = getattr(self.model.config, "max_position_embeddings", None)
-        needed = len(template.prefix_ids) + self.max_input_tokens + len(template.suffix_ids)
-        needed += 0 if self.span == "input" else self.max_new_tokens
-        if context is not None and needed > context:
+        room = self._room_for_text(template)
+        if room is not None and self.max_input_tokens > room:
+            context = self.model.config.max_position_embeddings
+            needed = context - room + self.max_input_tokens
             raise ValueError(
                 f"max_input_tokens ({self.max_input_tokens}) + prompt template ({len(template.prefix_ids)} + "
                 f"{len(template.suffix_ids)}) + max_new_tokens ({self.max_new_tokens}) = {needed} tokens exceeds the "
