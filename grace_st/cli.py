@@ -80,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--backbone", metavar="ID_OR_PATH", help="Hub id or local folder (default: embedded SmolLM2)")
     build.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     _add_settings(build)
+    for add_parser in _extra_commands().values():
+        add_parser[0](commands)
     return parser
+
+
+def _extra_commands() -> dict[str, tuple]:
+    """Subcommands that live in their own modules: name -> (add_parser(subparsers), run(args)).
+
+    Each module is imported only here, so ``grace encode`` never pays for importing trl or mteb.
+    """
+    return {}
 
 
 def read_texts(path: Path) -> list[str]:
@@ -171,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     from .backbones import BackboneNotFoundError
 
     try:
-        {"encode": run_encode, "build": run_build}[args.command](args)
+        runners = {"encode": run_encode, "build": run_build}
+        runners.update({name: entry[1] for name, entry in _extra_commands().items()})
+        runners[args.command](args)
     except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
         print(f"grace: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""GRACE training with TRL's GRPO (installed as ``grace_st.train``; needs the ``train`` extra)."""
