@@ -22,9 +22,11 @@ def _template_path() -> Path:
 
 @dataclass
 class GraceModelCardData(SentenceTransformerModelCardData):
-    """Card data with GRACE's tags, license default and encoding settings (rendered as a table)."""
+    """Card data with GRACE's tags, license default, encoding settings and, after training, the training record."""
 
     grace_settings: dict[str, Any] = field(default_factory=dict)
+    grace_training: dict[str, Any] = field(default_factory=dict)  # filled by `grace train`: config, rewards, scores
+    grace_examples: list[dict[str, str]] = field(default_factory=list)  # texts with the trained model's rationales
     tags: list[str] | None = field(
         default_factory=lambda: ["sentence-transformers", "sentence-similarity", "feature-extraction", "grace"]
     )

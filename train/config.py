@@ -1,0 +1,128 @@
+"""``GraceConfig``: TRL's ``GRPOConfig`` plus GRACE's own fields, and nothing else.
+
+Every TRL/transformers option (learning rate, rollouts, checkpoints, ``use_vllm``, ``push_to_hub``, ...) keeps its
+TRL name and meaning. A few TRL *defaults* are changed to the GRACE reference's (group-mean advantages without std
+scaling, 2048-token rationales, a constant learning rate, weight decay 0.01); the quickstart config shows which of
+them to shrink for a CPU run. ``bf16`` defaults to "when the hardware has it", so the same YAML runs on a laptop CPU
+and on GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+from ..modeling.prompts import DEFAULT_INSTRUCTION
+from ..modeling.spans import SPANS
+from .rewards import REWARD_VARIANTS, RewardWeights
+
+
+OBJECTIVES = ("supervised", "unsupervised")
+HELDOUT_EVALS = ("wordnet",)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class GraceConfig(GRPOConfig):
+    """Configuration of :class:`~grace_st.train.GraceGRPOTrainer`.
+
+    GRACE fields (defaults are the reference code's):
+        objective: ``"supervised"`` (columns query/positive/negative) or ``"unsupervised"`` (column text).
+        reward_variant: ``"reference"`` (the published formula) or ``"rollout"`` (contrastive terms from each
+            rollout's own embedding; see ``rewards.py``).
+        consistency_weight / hard_negative_weight: lambda_1 / lambda_2 of the reward.
+        reward_temperature: tau; every reward term is divided by it.
+        truncation_penalty: the reward of a rationale cut at ``max_completion_length`` without an end token.
+        anchor_temperature: sampling temperature of the one anchor rationale for the query and the negative (or,
+            unsupervised, the second generation of the text), generated without gradient.
+        instruction / query_prompt / document_prompt: the system prompts; queries use ``query_prompt`` and documents
+            ``document_prompt`` when set, else ``instruction``. They are saved as the model's prompts.
+        pooled_span / pooled_layer: what the embedding averages (same meaning as the encoder's ``span``/``layer``).
+        max_input_tokens: texts are cut to this many tokens before templating, exactly as the encoder does.
+        heldout_eval / heldout_eval_queries: score the model before and after training on a held-out task
+            (``"wordnet"``: retrieval of WordNet definitions from example sentences, nDCG@10).
+    """
+
+    objective: str = field(default="supervised", metadata=_help(f"One of {OBJECTIVES}."))
+    reward_variant: str = field(default="reference", metadata=_help(f"One of {REWARD_VARIANTS}."))
+    consistency_weight: float = field(default=0.2, metadata=_help("lambda_1: weight of the consistency term."))
+    hard_negative_weight: float = field(default=0.2, metadata=_help("lambda_2: weight of the hard-negative term."))
+    reward_temperature: float = field(default=0.1, metadata=_help("tau: the reward is divided by it (> 0)."))
+    truncation_penalty: float = field(default=-1.0, metadata=_help("Reward of a rationale cut at the length limit."))
+    anchor_temperature: float = field(default=0.5, metadata=_help("Sampling temperature of anchor rationales."))
+    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata=_help("System prompt (the reference's)."))
+    query_prompt: str | None = field(default=None, metadata=_help("System prompt for queries (default: instruction)."))
+    document_prompt: str | None = field(default=None, metadata=_help("System prompt for documents."))
+    pooled_span: str = field(default="input_and_rationale", metadata=_help(f"One of {SPANS}."))
+    pooled_layer: int = field(default=-1, metadata=_help("Hidden-state layer that is pooled (-1: last)."))
+    max_input_tokens: int = field(default=1024, metadata=_help("Texts are cut to this many tokens."))
+    heldout_eval: str | None = field(
+        default=None, metadata=_help(f"Held-out task scored before/after: {HELDOUT_EVALS}")
+    )
+    heldout_eval_queries: int = field(default=64, metadata=_help("Queries of the held-out task."))
+    # TRL defaults replaced by the GRACE reference's
+    max_completion_length: int | None = field(default=2048, metadata=_help("Rationale length cap (tokens)."))
+    scale_rewards: str = field(default="none", metadata=_help("'none': group-mean advantages, no std scaling."))
+    lr_scheduler_type: str = field(default="constant", metadata=_help("Learning-rate schedule."))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay."))
+    bf16: bool | None = field(default=None, metadata=_help("bf16 mixed precision (default: when the GPU has it)."))
+    logging_steps: float = field(default=1, metadata=_help("Log every N steps (GRACE runs are short; log all)."))
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:  # TRL would turn None into True and then refuse to run on a CPU
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
+        self._validate_grace_fields()
+        super().__post_init__()
+
+    def _validate_grace_fields(self) -> None:
+        """Errors that name the value and the fix, before TRL's own checks."""
+        choices = {
+            "objective": OBJECTIVES,
+            "reward_variant": REWARD_VARIANTS,
+            "pooled_span": SPANS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; use one of {allowed}.")
+        if self.heldout_eval is not None and self.heldout_eval not in HELDOUT_EVALS:
+            raise ValueError(f"heldout_eval={self.heldout_eval!r} is not valid; use one of {HELDOUT_EVALS} or null.")
+        for name in ("consistency_weight", "hard_negative_weight", "truncation_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a finite number.")
+        for name in ("reward_temperature", "anchor_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0 (e.g. 0.1 for tau, 0.5 for anchors).")
+        if self.pooled_span == "input":
+            raise ValueError(
+                "pooled_span='input' pools no rationale, so the policy's rationales could not change the reward. "
+                "Use 'input_and_rationale' (the reference) or 'rationale'."
+            )
+        for name in ("max_input_tokens", "heldout_eval_queries"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer.")
+        if not isinstance(self.max_completion_length, int) or self.max_completion_length < 1:
+            raise ValueError(
+                f"max_completion_length={self.max_completion_length!r} must be a positive integer (the rationale "
+                "length cap; the reference uses 2048, a CPU smoke run 32-64)."
+            )
+        if not isinstance(self.instruction, str) or not self.instruction.strip():
+            raise ValueError("instruction must be a non-empty system prompt (default: the GRACE reference prompt).")
+
+    def grace_reward_weights(self) -> RewardWeights:
+        """The reward constants as the pure reward functions take them."""
+        return RewardWeights(
+            self.consistency_weight, self.hard_negative_weight, self.reward_temperature, self.truncation_penalty
+        )
+
+    def prompt_for(self, role: str) -> str:
+        """System prompt for ``"query"`` or ``"document"`` texts."""
+        chosen = self.query_prompt if role == "query" else self.document_prompt
+        return chosen or self.instruction

@@ -1,0 +1,76 @@
+"""From a trained policy to a saved GRACE sentence-transformers folder (LoRA merged, card written, saved atomically).
+
+The output folder of ``grace train`` is itself the GRACE model, so it loads with
+``SentenceTransformer(output_dir, trust_remote_code=True)``. TRL's checkpoints live in its ``checkpoints/``
+subfolder; the final save writes the whole model into a temporary sibling folder, moves ``checkpoints/`` into it and
+swaps it into place, so a process killed while saving never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+
+from ..build import build_grace_model, save_grace_model
+from .config import GraceConfig
+
+
+CHECKPOINTS = "checkpoints"
+
+
+def merged_policy(model: Any) -> Any:
+    """The plain causal LM with any LoRA adapter merged into its weights (full fine-tunes pass through)."""
+    merge = getattr(model, "merge_and_unload", None)
+    return merge() if callable(merge) else model
+
+
+def grace_model_from_policy(
+    policy: Any, tokenizer: Any, args: GraceConfig, workdir: str | os.PathLike
+) -> SentenceTransformer:
+    """An in-memory GRACE model on ``policy``'s weights with the training run's prompts and pooling settings.
+
+    The saved encoder generates with the settings it was trained with (the paper: "the same generation and pooling
+    configurations as training"), except that decoding is greedy so vectors are deterministic.
+    """
+    backbone = Path(workdir) / "backbone"
+    merged_policy(policy).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    return build_grace_model(
+        str(backbone),
+        prompts={"query": args.prompt_for("query"), "document": args.prompt_for("document")},
+        instruction=args.instruction,
+        span=args.pooled_span,
+        layer=args.pooled_layer,
+        max_new_tokens=args.max_completion_length,
+        max_input_tokens=args.max_input_tokens,
+    )
+
+
+def save_trained_model(model: SentenceTransformer, output_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
+    """Save ``model`` (its card data already filled) and ``train_summary.json`` atomically into ``output_dir``."""
+    target = Path(output_dir).expanduser().resolve()
+    checkpoints = target / CHECKPOINTS
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    saved = save_grace_model(model, staging / "model", overwrite=True)
+    (saved / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if checkpoints.exists():
+        os.replace(checkpoints, saved / CHECKPOINTS)  # same filesystem: an atomic move
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(saved, target)
+        _remove(old)
+    else:
+        os.replace(saved, target)
+    _remove(staging)
+    return target
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

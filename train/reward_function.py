@@ -1,0 +1,108 @@
+"""GRACE's reward as a TRL reward function: embeddings from the current policy, then the pure formulas.
+
+TRL calls a reward function with the rollouts of this process only. GRACE's reward needs more: an anchor rationale
+for each query and negative (or a second generation of each text) written by the *current* policy, embeddings of all
+of them from the policy's own hidden states, and the other examples of the step as in-batch negatives. So this
+callable holds the trainer, does that work, gathers the embeddings across processes, applies ``rewards.py`` to the
+whole step, and returns this process's slice (TRL gathers the rewards again afterwards, as for any reward function).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..modeling.generation import GenerationSettings, end_token_ids
+from .policy_embedding import decoder_of
+from .rewards import RewardTerms, supervised_reward, unsupervised_reward
+
+
+if TYPE_CHECKING:
+    from .trainer import GraceGRPOTrainer
+
+
+class GraceReward:
+    """``reward(prompts, completions, completion_ids, **columns) -> list[float]`` for :class:`GraceGRPOTrainer`."""
+
+    __name__ = "grace"  # TRL logs rewards as rewards/<__name__>/mean
+
+    def __init__(self) -> None:
+        self.trainer: GraceGRPOTrainer | None = None
+
+    def bind(self, trainer: GraceGRPOTrainer) -> None:
+        self.trainer = trainer
+
+    def __call__(
+        self, prompts: list[str], completions: list[str], completion_ids: list[list[int]], **columns: Any
+    ) -> list[float]:
+        trainer = self.trainer
+        if trainer is None:
+            raise RuntimeError("GraceReward is used by GraceGRPOTrainer, which binds it to itself; call bind().")
+        log_metric = columns["log_metric"]
+        args, accelerator = trainer.args, trainer.accelerator
+        k = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+        model = accelerator.unwrap_model(trainer.model)
+        embedder = trainer.embedder
+        end_ids = end_token_ids(decoder_of(model), embedder.tokenizer)
+        n_local, offset = len(prompts), accelerator.process_index * len(prompts)
+
+        seconds: dict[str, float] = {"anchor_generation": 0.0, "reward_embeddings": 0.0}
+        with _timed(seconds, "reward_embeddings"):
+            rollouts = embedder.embed(model, prompts, "document", completion_ids)
+        truncated = torch.tensor(
+            [len(ids) >= args.max_completion_length and ids[-1] not in end_ids for ids in completion_ids],
+            device=rollouts.device,
+        )
+        # one anchor per example (group of k consecutive rows in the global step), written by the first local row
+        groups = [(offset + i) // k for i in range(n_local)]
+        firsts = sorted({g: i for i, g in reversed(list(enumerate(groups)))}.values())
+        row_of_group = {groups[i]: j for j, i in enumerate(firsts)}
+        row_anchor = torch.tensor([row_of_group[g] for g in groups], device=rollouts.device)
+        settings = GenerationSettings(
+            max_new_tokens=args.max_completion_length, do_sample=True, temperature=args.anchor_temperature
+        )
+        if args.objective == "supervised":
+            anchor_sources = {"query": columns["query"], "document": columns["negative"]}
+        else:
+            anchor_sources = {"document": prompts}
+        anchors = {}
+        for role, texts in anchor_sources.items():
+            chosen = [texts[i] for i in firsts]
+            with _timed(seconds, "anchor_generation"):
+                rationales = embedder.generate(model, chosen, role, settings)
+            with _timed(seconds, "reward_embeddings"):
+                anchors[role] = embedder.embed(model, chosen, role, rationales)[row_anchor]
+
+        gather = accelerator.gather
+        all_rollouts, all_truncated = gather(rollouts), gather(truncated)
+        batch = all_rollouts.shape[0] // k
+        grouped, cut = all_rollouts.view(batch, k, -1), all_truncated.view(batch, k)
+        weights = args.grace_reward_weights()
+        if args.objective == "supervised":
+            query, negative = gather(anchors["query"])[::k], gather(anchors["document"])[::k]
+            terms = supervised_reward(query, grouped, negative, cut, weights, args.reward_variant)
+        else:
+            terms = unsupervised_reward(gather(anchors["document"])[::k], grouped, cut, weights)
+        _log_terms(log_metric, terms, cut)
+        for phase, value in seconds.items():
+            log_metric(f"grace/seconds/{phase}", value)
+        return terms.reward.flatten()[offset : offset + n_local].tolist()
+
+
+def _log_terms(log_metric: Any, terms: RewardTerms, truncated: torch.Tensor) -> None:
+    """Each reward term's mean (before /tau), so a user sees what moves: similarity, consistency or contrast."""
+    for name in ("positive", "negative", "consistency", "hard_negative"):
+        log_metric(f"grace/{name}", getattr(terms, name).mean().item())
+    log_metric("grace/truncated_fraction", truncated.float().mean().item())
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[phase]`` (the step-time profile reads these)."""
+    start = time.perf_counter()
+    yield
+    seconds[phase] += time.perf_counter() - start

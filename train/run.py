@@ -1,0 +1,160 @@
+"""The training entry point behind `grace train` and `accelerate launch -m grace_st.train --config X.yaml`.
+
+Arguments are TRL's: a YAML ``--config`` plus command-line overrides of any field of ``GraceScriptArguments``
+(data), :class:`GraceConfig` (training) and TRL's ``ModelConfig`` (backbone, dtype, LoRA), parsed by ``TrlParser``.
+The run: load backbone and data, score the untrained model on the held-out task, train with
+:class:`GraceGRPOTrainer` (checkpoints in ``<output_dir>/checkpoints``), merge LoRA, score again, write the GRACE
+model with its card and ``train_summary.json`` atomically into ``output_dir``, and push it if asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+
+from .config import GraceConfig
+from .data import load_source, prepare_dataset
+from .export import CHECKPOINTS, grace_model_from_policy, save_trained_model
+from .graceful_stop import GracefulStop
+from .summary import card_training_record, reward_curve, training_summary
+
+
+@dataclass
+class GraceScriptArguments(ScriptArguments):
+    """TRL's data arguments, plus a row cap for smoke runs. ``dataset_name`` may also be a local file or built-in."""
+
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
+    num_card_examples: int = field(default=3, metadata={"help": "Held-out texts shown with rationales in the card."})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[GraceScriptArguments, GraceConfig, ModelConfig]:
+    parser = TrlParser((GraceScriptArguments, GraceConfig, ModelConfig))
+    script_args, args, model_args = parser.parse_args_and_config(argv)
+    if script_args.dataset_name is None:
+        raise ValueError(
+            "No training data: set dataset_name (a Hub id, a local .jsonl/.csv/.parquet file, or 'grace:wordnet')."
+        )
+    return script_args, args, model_args
+
+
+def load_backbone(model_args: ModelConfig) -> tuple[Any, Any, str]:
+    """Policy model and tokenizer (left padding, a pad token) from a Hub id, a folder, or the embedded default."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..backbones import BackboneNotFoundError, resolve_backbone
+
+    location = resolve_backbone(model_args.model_name_or_path)
+    kwargs = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, padding_side="left", **kwargs)
+        dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as exc:
+        raise BackboneNotFoundError.unreachable(location, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, location
+
+
+def resolve_resume(value: str | None, checkpoint_dir: Path) -> str | None:
+    """``last``/``true`` → newest checkpoint in ``checkpoint_dir`` (None if there is none yet), a path → itself."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() in ("last", "true"):
+        return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint='{value}' is not a folder. Use 'last' or a checkpoint path.")
+    return value
+
+
+def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_args: ModelConfig) -> dict[str, Any]:
+    """Train, evaluate before/after, save and (optionally) push; returns the training summary."""
+    from .heldout import heldout_examples, heldout_score
+    from .trainer import GraceGRPOTrainer
+
+    started = time.time()
+    output_dir = Path(args.output_dir).expanduser().resolve()
+    push, args.push_to_hub = args.push_to_hub, False  # TRL would push the raw LM; the GRACE folder is pushed below
+    resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS)
+    args.output_dir = str(output_dir / CHECKPOINTS)
+    policy, tokenizer, location = load_backbone(model_args)
+    raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
+    dataset = prepare_dataset(raw, args.objective, tokenizer, args.max_input_tokens, script_args.max_train_samples)
+
+    base = None
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.heldout_eval and resume is None:
+            base = heldout_score(grace_model_from_policy(policy, tokenizer, args, workdir), args)
+            _remember_base_score(output_dir / CHECKPOINTS, base)
+    stop = GracefulStop()
+    trainer = GraceGRPOTrainer(
+        policy, args, dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=[stop]
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    if stop.requested is not None:
+        print(
+            f"grace: stopped by signal {stop.requested} after step {trainer.state.global_step}; a checkpoint is in "
+            f"{args.output_dir}. Resume with the same command plus --resume_from_checkpoint last.",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + stop.requested)
+    if base is None and args.heldout_eval:  # resumed run: the base score was written by the first run
+        base = _previous_base_score(output_dir / CHECKPOINTS)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        model = grace_model_from_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, args, workdir)
+        trained = heldout_score(model, args) if args.heldout_eval else None
+        curve = reward_curve(trainer.state.log_history)
+        summary = training_summary(base, trained, curve, time.time() - started)
+        card = model.model_card_data
+        card.base_model = _hub_id(model_args.model_name_or_path) or card.base_model
+        card.tags = sorted({*(card.tags or []), "trl", "grpo"})
+        if _hub_id(script_args.dataset_name):
+            card.datasets = [script_args.dataset_name]
+        card.grace_training = card_training_record(
+            args, script_args.dataset_name, location, base, trained, curve, summary
+        )
+        card.grace_examples = heldout_examples(model, args, script_args.num_card_examples)
+        if trainer.accelerator.is_main_process:
+            save_trained_model(model, output_dir, summary)
+    if push and trainer.accelerator.is_main_process:
+        from ..push import push_grace_model
+
+        push_grace_model(output_dir, args.hub_model_id or output_dir.name, private=args.hub_private_repo)
+    return summary
+
+
+def _hub_id(name: str | None) -> str | None:
+    """``name`` if it looks like a Hub id (not a local path or a built-in), else None."""
+    if not name or name.startswith("grace:") or os.path.exists(name) or name.count("/") != 1:
+        return None
+    return name
+
+
+def _remember_base_score(checkpoint_dir: Path, base: dict[str, Any]) -> None:
+    """Kept beside the checkpoints so that a resumed run reports the same untrained score without recomputing it."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / "base_score.json").write_text(json.dumps(base), encoding="utf-8")
+
+
+def _previous_base_score(checkpoint_dir: Path) -> dict[str, Any] | None:
+    marker = checkpoint_dir / "base_score.json"
+    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    script_args, args, model_args = parse_args(argv)
+    output_dir = args.output_dir
+    summary = run_training(script_args, args, model_args)
+    print(f"grace: wrote the trained GRACE model to {output_dir}\n{json.dumps(summary, indent=2)}", file=sys.stderr)
+    return 0
