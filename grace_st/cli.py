@@ -11,8 +11,11 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .train import cli as train_cli
 
 
 _MODEL_HELP = (
@@ -80,17 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--backbone", metavar="ID_OR_PATH", help="Hub id or local folder (default: embedded SmolLM2)")
     build.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     _add_settings(build)
-    for add_parser in _extra_commands().values():
-        add_parser[0](commands)
+    for add_subparser, _ in _extra_commands().values():
+        add_subparser(commands)
+    train_cli.add_parser(commands)
     return parser
 
 
-def _extra_commands() -> dict[str, tuple]:
+def _extra_commands() -> dict[str, tuple[Callable, Callable]]:
     """Subcommands that live in their own modules: name -> (add_parser(subparsers), run(args)).
 
-    Each module is imported only here, so ``grace encode`` never pays for importing trl or mteb.
+    Those modules import nothing heavy at module level, so ``grace encode`` never pays for importing trl or mteb.
     """
-    return {}
+    from . import cli_push
+
+    return {"push": (cli_push.add_parser, cli_push.run)}
 
 
 def read_texts(path: Path) -> list[str]:
@@ -173,18 +179,22 @@ def run_build(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # TRL's parser owns the training arguments (YAML config + overrides)
+        return train_cli.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # keep the terminal for GRACE's own messages
     from .backbones import BackboneNotFoundError
+    from .push import PushError
 
     try:
         runners = {"encode": run_encode, "build": run_build}
         runners.update({name: entry[1] for name, entry in _extra_commands().items()})
         runners[args.command](args)
-    except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
+    except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError, PushError) as exc:
         print(f"grace: error: {exc}", file=sys.stderr)
         return 2
     return 0

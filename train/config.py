@@ -38,7 +38,8 @@ class GraceConfig(GRPOConfig):
             rollout's own embedding; see ``rewards.py``).
         consistency_weight / hard_negative_weight: lambda_1 / lambda_2 of the reward.
         reward_temperature: tau; every reward term is divided by it.
-        truncation_penalty: the reward of a rationale cut at ``max_completion_length`` without an end token.
+        truncation_penalty: the reward of a rationale cut at ``max_completion_length`` without an end token; ``None``
+            scores it like any other (useful when a short smoke-run cap cuts nearly every rationale).
         anchor_temperature: sampling temperature of the one anchor rationale for the query and the negative (or,
             unsupervised, the second generation of the text), generated without gradient.
         instruction / query_prompt / document_prompt: the system prompts; queries use ``query_prompt`` and documents
@@ -54,7 +55,9 @@ class GraceConfig(GRPOConfig):
     consistency_weight: float = field(default=0.2, metadata=_help("lambda_1: weight of the consistency term."))
     hard_negative_weight: float = field(default=0.2, metadata=_help("lambda_2: weight of the hard-negative term."))
     reward_temperature: float = field(default=0.1, metadata=_help("tau: the reward is divided by it (> 0)."))
-    truncation_penalty: float = field(default=-1.0, metadata=_help("Reward of a rationale cut at the length limit."))
+    truncation_penalty: float | None = field(
+        default=-1.0, metadata=_help("Reward of a rationale cut at the length limit (null: score it as usual).")
+    )
     anchor_temperature: float = field(default=0.5, metadata=_help("Sampling temperature of anchor rationales."))
     instruction: str = field(default=DEFAULT_INSTRUCTION, metadata=_help("System prompt (the reference's)."))
     query_prompt: str | None = field(default=None, metadata=_help("System prompt for queries (default: instruction)."))
@@ -92,11 +95,18 @@ class GraceConfig(GRPOConfig):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; use one of {allowed}.")
+        if isinstance(self.heldout_eval, str) and self.heldout_eval.lower() in ("", "none", "null"):
+            self.heldout_eval = None  # as typed on a command line
         if self.heldout_eval is not None and self.heldout_eval not in HELDOUT_EVALS:
             raise ValueError(f"heldout_eval={self.heldout_eval!r} is not valid; use one of {HELDOUT_EVALS} or null.")
+        if isinstance(self.truncation_penalty, str) and self.truncation_penalty.lower() in ("none", "null"):
+            self.truncation_penalty = None
         for name in ("consistency_weight", "hard_negative_weight", "truncation_penalty"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a finite number.")
+            value = getattr(self, name)
+            if (value is not None or name != "truncation_penalty") and not (
+                isinstance(value, (int, float)) and math.isfinite(value)
+            ):
+                raise ValueError(f"{name}={value!r} must be a finite number.")
         for name in ("reward_temperature", "anchor_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0 (e.g. 0.1 for tau, 0.5 for anchors).")

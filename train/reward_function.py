@@ -69,13 +69,8 @@ class GraceReward:
             anchor_sources = {"query": columns["query"], "document": columns["negative"]}
         else:
             anchor_sources = {"document": prompts}
-        anchors = {}
-        for role, texts in anchor_sources.items():
-            chosen = [texts[i] for i in firsts]
-            with _timed(seconds, "anchor_generation"):
-                rationales = embedder.generate(model, chosen, role, settings)
-            with _timed(seconds, "reward_embeddings"):
-                anchors[role] = embedder.embed(model, chosen, role, rationales)[row_anchor]
+        anchors = self._anchor_embeddings(model, anchor_sources, firsts, settings, seconds)
+        anchors = {role: embedding[row_anchor] for role, embedding in anchors.items()}
 
         gather = accelerator.gather
         all_rollouts, all_truncated = gather(rollouts), gather(truncated)
@@ -91,6 +86,30 @@ class GraceReward:
         for phase, value in seconds.items():
             log_metric(f"grace/seconds/{phase}", value)
         return terms.reward.flatten()[offset : offset + n_local].tolist()
+
+    def _anchor_embeddings(
+        self,
+        model: Any,
+        sources: dict[str, list[str]],
+        firsts: list[int],
+        settings: GenerationSettings,
+        seconds: dict[str, float],
+    ) -> dict[str, torch.Tensor]:
+        """One anchor rationale and embedding per example and role; roles sharing a prompt share one batch."""
+        embedder = self.trainer.embedder
+        by_template: dict[Any, list[str]] = {}
+        for role in sources:
+            by_template.setdefault(embedder.templates[role], []).append(role)
+        out = {}
+        for roles in by_template.values():
+            texts = [sources[role][i] for role in roles for i in firsts]
+            with _timed(seconds, "anchor_generation"):
+                rationales = embedder.generate(model, texts, roles[0], settings)
+            with _timed(seconds, "reward_embeddings"):
+                embeddings = embedder.embed(model, texts, roles[0], rationales)
+            for j, role in enumerate(roles):
+                out[role] = embeddings[j * len(firsts) : (j + 1) * len(firsts)]
+        return out
 
 
 def _log_terms(log_metric: Any, terms: RewardTerms, truncated: torch.Tensor) -> None:

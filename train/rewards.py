@@ -25,7 +25,8 @@ code computes it::
       R_ik = [cos(a_i, r_ik) + l1 * mean_{j!=k} cos(r_ik, r_ij) - l2 * mean_{i'!=i} cos(r_ik, a_i')] / tau
 
 In every case a rollout cut at the length limit without an end token gets ``truncation_penalty`` instead (it
-replaces the reward; it is not added). A term that needs two rollouts (``K = 1``) or two examples (``B = 1``) is 0.
+replaces the reward; it is not added), unless the penalty is ``None``. A term that needs two rollouts (``K = 1``)
+or two examples (``B = 1``) is 0.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RewardWeights:
     consistency: float = 0.2  # lambda_1
     hard_negative: float = 0.2  # lambda_2
     temperature: float = 0.1  # tau: every term is divided by it
-    truncation_penalty: float = -1.0
+    truncation_penalty: float | None = -1.0  # None: a cut rationale is scored like any other
 
 
 @dataclass
@@ -85,7 +86,10 @@ def _finish(terms: RewardTerms, truncated: torch.Tensor, weights: RewardWeights)
         + weights.consistency * terms.consistency
         + weights.hard_negative * terms.hard_negative
     ) / weights.temperature
-    terms.reward = torch.where(truncated.bool(), torch.full_like(total, weights.truncation_penalty), total)
+    if weights.truncation_penalty is None:
+        terms.reward = total
+    else:
+        terms.reward = torch.where(truncated.bool(), torch.full_like(total, weights.truncation_penalty), total)
     return terms
 
 

@@ -45,18 +45,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[GraceScriptArguments, Gra
     return script_args, args, model_args
 
 
-def load_backbone(model_args: ModelConfig) -> tuple[Any, Any, str]:
+def load_backbone(model_args: ModelConfig, trust_remote_code: bool = False) -> tuple[Any, Any, str]:
     """Policy model and tokenizer (left padding, a pad token) from a Hub id, a folder, or the embedded default."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..backbones import BackboneNotFoundError, resolve_backbone
 
     location = resolve_backbone(model_args.model_name_or_path)
-    kwargs = dict(revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code)
+    kwargs: dict[str, Any] = dict(revision=model_args.model_revision, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, padding_side="left", **kwargs)
         dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+        attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **attention, **kwargs)
     except OSError as exc:
         raise BackboneNotFoundError.unreachable(location, exc) from exc
     if tokenizer.pad_token is None:
@@ -87,7 +88,7 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     push, args.push_to_hub = args.push_to_hub, False  # TRL would push the raw LM; the GRACE folder is pushed below
     resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS)
     args.output_dir = str(output_dir / CHECKPOINTS)
-    policy, tokenizer, location = load_backbone(model_args)
+    policy, tokenizer, location = load_backbone(model_args, bool(getattr(args, "trust_remote_code", False)))
     raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
     dataset = prepare_dataset(raw, args.objective, tokenizer, args.max_input_tokens, script_args.max_train_samples)
 

@@ -1,0 +1,88 @@
+"""The training entry point end to end on a tiny model: stop on SIGTERM, resume, and the saved GRACE folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import yaml
+from sentence_transformers import SentenceTransformer
+
+from grace_st.train import run as run_module
+from grace_st.train.trainer import GraceGRPOTrainer
+
+
+def _argv(backbone, data, out, **overrides):
+    settings = {
+        "model_name_or_path": str(backbone),
+        "dataset_name": str(data),
+        "output_dir": str(out),
+        "max_steps": 4,
+        "save_steps": 100,  # no periodic checkpoint before the signal: the stop itself must save
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "max_input_tokens": 64,
+        "learning_rate": 1e-3,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "num_card_examples": 1,
+        "seed": 0,
+        **overrides,
+    }
+    return [f"--{key}={value}" for key, value in settings.items()]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "triples.jsonl"
+    rows = [{"query": f"query {i}", "positive": f"positive {i}", "negative": f"negative {i}"} for i in range(12)]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    return path
+
+
+def _rewards(folder):
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return {entry["step"]: entry["reward"] for entry in state["log_history"] if "reward" in entry}
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data_file, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    original_step = GraceGRPOTrainer.training_step
+
+    def step_then_signal(self, *args, **kwargs):
+        loss = original_step(self, *args, **kwargs)
+        if self.state.global_step == 1:  # inside step 2: as if the job scheduler sent SIGTERM now
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(GraceGRPOTrainer, "training_step", step_then_signal)
+    with pytest.raises(SystemExit) as stopped:
+        run_module.main(_argv(tiny_backbone, data_file, out))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    assert checkpoint.is_dir() and not (out / "modules.json").exists()  # stopped: no final model pretended
+    before = _rewards(checkpoint)
+    assert sorted(before) == [1, 2]
+
+    monkeypatch.setattr(GraceGRPOTrainer, "training_step", original_step)
+    summary = run_module.run_training(
+        *run_module.parse_args(_argv(tiny_backbone, data_file, out, **{"resume_from_checkpoint": "last"}))
+    )
+    assert summary["steps"] == 4
+    assert summary["reward_per_step"][:2] == [before[1], before[2]]  # steps 1-2 kept, not redone
+
+    # the output folder is the GRACE model, with its checkpoints, summary and card
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    on_disk = json.loads((out / "train_summary.json").read_text())
+    for key in ("base_score", "trained_score", "metric", "first_reward", "last_reward", "wall_seconds"):
+        assert key in on_disk
+    model = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    assert model.encode(["a new text"]).shape == (1, model.get_embedding_dimension())
+    card = (out / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert {"grace", "trl", "grpo", "sentence-transformers"} <= set(metadata["tags"])
+    assert metadata["library_name"] == "sentence-transformers"
+    assert "## Training" in card and "trust_remote_code=True" in card

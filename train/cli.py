@@ -1,0 +1,30 @@
+"""``grace train``: the same arguments as ``python -m grace_st.train`` (TRL's parser), with GRACE's error style.
+
+Argument parsing belongs to TRL's ``TrlParser`` (YAML ``--config`` plus overrides of any field), so ``grace train``
+hands its arguments over untouched; ``grace train --help`` lists every field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    commands.add_parser(
+        "train",
+        help="train a GRACE model with TRL's GRPO (YAML --config plus overrides; --help lists every field)",
+        add_help=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run training; user mistakes end with one ``grace: error:`` line and exit status 2."""
+    from ..backbones import BackboneNotFoundError
+    from .run import main as run_main
+
+    try:
+        return run_main(argv)
+    except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
+        print(f"grace: error: {exc}", file=sys.stderr)
+        return 2
