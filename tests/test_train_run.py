@@ -86,3 +86,21 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data
     assert {"grace", "trl", "grpo", "sentence-transformers"} <= set(metadata["tags"])
     assert metadata["library_name"] == "sentence-transformers"
     assert "## Training" in card and "trust_remote_code=True" in card
+
+
+def test_two_processes_share_in_batch_negatives(tiny_backbone, data_file, tmp_path):
+    """With 2 CPU processes (torchrun + gloo), each reward sees both processes' examples."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "grace_st.train"]
+    command += _argv(tiny_backbone, data_file, out, max_steps=1, num_card_examples=0, use_cpu=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "checkpoints" / "checkpoint-1" / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "grace/examples_in_reward" in entry]
+    # 4 completions per process / 2 rollouts = 2 examples per process; gathered: 4
+    assert logged and logged[0]["grace/examples_in_reward"] == 4
+    assert (out / "modules.json").is_file()

@@ -83,6 +83,7 @@ class GraceReward:
         else:
             terms = unsupervised_reward(gather(anchors["document"])[::k], grouped, cut, weights)
         _log_terms(log_metric, terms, cut)
+        log_metric("grace/examples_in_reward", float(batch))  # all processes' examples: the in-batch negatives
         for phase, value in seconds.items():
             log_metric(f"grace/seconds/{phase}", value)
         return terms.reward.flatten()[offset : offset + n_local].tolist()

@@ -79,8 +79,10 @@ def resolve_resume(value: str | None, checkpoint_dir: Path) -> str | None:
 
 
 def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_args: ModelConfig) -> dict[str, Any]:
-    """Train, evaluate before/after, save and (optionally) push; returns the training summary."""
-    from .heldout import heldout_examples, heldout_score
+    """Train, evaluate before/after, save and (optionally) push; returns the training summary.
+
+    With several processes, all of them train; only the main one scores, saves and pushes (the others wait).
+    """
     from .trainer import GraceGRPOTrainer
 
     started = time.time()
@@ -88,15 +90,15 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     push, args.push_to_hub = args.push_to_hub, False  # TRL would push the raw LM; the GRACE folder is pushed below
     resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS)
     args.output_dir = str(output_dir / CHECKPOINTS)
+    main_process = args.process_index == 0
     policy, tokenizer, location = load_backbone(model_args, bool(getattr(args, "trust_remote_code", False)))
     raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
     dataset = prepare_dataset(raw, args.objective, tokenizer, args.max_input_tokens, script_args.max_train_samples)
 
-    base = None
-    with tempfile.TemporaryDirectory() as workdir:
-        if args.heldout_eval and resume is None:
-            base = heldout_score(grace_model_from_policy(policy, tokenizer, args, workdir), args)
-            _remember_base_score(output_dir / CHECKPOINTS, base)
+    if args.heldout_eval and resume is None and main_process:
+        with tempfile.TemporaryDirectory() as workdir:
+            _remember_base_score(output_dir / CHECKPOINTS, _score(policy, tokenizer, args, workdir))
+    args.distributed_state.wait_for_everyone()
     stop = GracefulStop()
     trainer = GraceGRPOTrainer(
         policy, args, dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=[stop]
@@ -109,15 +111,46 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
             file=sys.stderr,
         )
         raise SystemExit(128 + stop.requested)
-    if base is None and args.heldout_eval:  # resumed run: the base score was written by the first run
-        base = _previous_base_score(output_dir / CHECKPOINTS)
-
-    with tempfile.TemporaryDirectory() as workdir:
-        model = grace_model_from_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, args, workdir)
-        trained = heldout_score(model, args) if args.heldout_eval else None
+    summary: dict[str, Any] = {}
+    if main_process:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
         curve = reward_curve(trainer.state.log_history)
-        summary = training_summary(base, trained, curve, time.time() - started)
+        summary = _finish(policy, tokenizer, args, script_args, model_args, location, curve, output_dir, started)
+        if push:
+            from ..push import push_grace_model
+
+            push_grace_model(output_dir, args.hub_model_id or output_dir.name, private=args.hub_private_repo)
+    args.distributed_state.wait_for_everyone()
+    return summary
+
+
+def _score(policy: Any, tokenizer: Any, args: GraceConfig, workdir: str) -> dict[str, Any]:
+    from .heldout import heldout_score
+
+    return heldout_score(grace_model_from_policy(policy, tokenizer, args, workdir), args)
+
+
+def _finish(
+    policy: Any,
+    tokenizer: Any,
+    args: GraceConfig,
+    script_args: GraceScriptArguments,
+    model_args: ModelConfig,
+    location: str,
+    curve: dict[str, Any],
+    output_dir: Path,
+    started: float,
+) -> dict[str, Any]:
+    """Score the trained model, fill its card and save it with ``train_summary.json``."""
+    from .heldout import heldout_examples, heldout_score
+
+    base = _previous_base_score(output_dir / CHECKPOINTS) if args.heldout_eval else None
+    with tempfile.TemporaryDirectory() as workdir:
+        model = grace_model_from_policy(policy, tokenizer, args, workdir)
+        trained = heldout_score(model, args) if args.heldout_eval else None
         card = model.model_card_data
+        card.grace_examples = heldout_examples(model, args, script_args.num_card_examples)
+        summary = training_summary(base, trained, curve, time.time() - started)
         card.base_model = _hub_id(model_args.model_name_or_path) or card.base_model
         card.tags = sorted({*(card.tags or []), "trl", "grpo"})
         if _hub_id(script_args.dataset_name):
@@ -125,13 +158,7 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
         card.grace_training = card_training_record(
             args, script_args.dataset_name, location, base, trained, curve, summary
         )
-        card.grace_examples = heldout_examples(model, args, script_args.num_card_examples)
-        if trainer.accelerator.is_main_process:
-            save_trained_model(model, output_dir, summary)
-    if push and trainer.accelerator.is_main_process:
-        from ..push import push_grace_model
-
-        push_grace_model(output_dir, args.hub_model_id or output_dir.name, private=args.hub_private_repo)
+        save_trained_model(model, output_dir, summary)
     return summary
 
 
