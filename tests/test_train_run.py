@@ -104,3 +104,31 @@ def test_two_processes_share_in_batch_negatives(tiny_backbone, data_file, tmp_pa
     # 4 completions per process / 2 rollouts = 2 examples per process; gathered: 4
     assert logged and logged[0]["grace/examples_in_reward"] == 4
     assert (out / "modules.json").is_file()
+
+
+def test_push_to_hub_in_the_config_publishes_the_grace_folder(tiny_backbone, data_file, tmp_path, monkeypatch):
+    import httpx2
+    import huggingface_hub
+    from fake_hub import FakeHub
+
+    hub = FakeHub()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+    try:
+        overrides = {"max_steps": 1, "push_to_hub": True, "hub_model_id": "me/grace-run", "num_card_examples": 0}
+        run_module.run_training(*run_module.parse_args(_argv(tiny_backbone, data_file, tmp_path / "o", **overrides)))
+    finally:
+        huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+    assert {"modules.json", "model.safetensors", "README.md", "train_summary.json"} <= set(hub.files)
+    assert not any("checkpoint" in name for name in hub.files)  # TRL did not push the raw LM's checkpoints
+    assert sum(path.endswith("/commit/main") for path in hub.paths) == 1
+
+
+def test_unreachable_backbone_and_missing_data_are_one_line_errors(tiny_backbone, data_file, tmp_path, capsys):
+    from grace_st.cli import main as grace_main
+
+    code = grace_main(["train", *_argv(tmp_path / "no-such-model", data_file, tmp_path / "o")])
+    assert code == 2 and "no-such-model" in capsys.readouterr().err
+    code = grace_main(["train", *_argv(tiny_backbone, tmp_path / "none.jsonl", tmp_path / "o")])
+    assert code == 2 and "none.jsonl" in capsys.readouterr().err

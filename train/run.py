@@ -91,8 +91,8 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS)
     args.output_dir = str(output_dir / CHECKPOINTS)
     main_process = args.process_index == 0
-    policy, tokenizer, location = load_backbone(model_args, bool(getattr(args, "trust_remote_code", False)))
     raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
+    policy, tokenizer, location = load_backbone(model_args, bool(getattr(args, "trust_remote_code", False)))
     dataset = prepare_dataset(raw, args.objective, tokenizer, args.max_input_tokens, script_args.max_train_samples)
 
     if args.heldout_eval and resume is None and main_process:
