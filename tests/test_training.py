@@ -85,6 +85,18 @@ def test_lora_trains_only_the_adapter(ending_backbone, tmp_path):
     assert all(not torch.equal(trainable[n], params[n].detach()) for n in trainable)
     assert all(torch.equal(frozen[n], params[n].detach()) for n in frozen)
 
+    # the saved encoder carries the merged weights: no adapter left, and vectors differ from the untrained model's
+    from grace_st import build_grace_model
+    from grace_st.train.export import grace_model_from_policy
+
+    model = grace_model_from_policy(trainer.model, trainer.processing_class, trainer.args, tmp_path / "export")
+    assert not any("lora" in name for name in model[0].model.state_dict())
+    untrained = build_grace_model(str(ending_backbone), device="cpu", max_new_tokens=8, max_input_tokens=64)
+    texts = ["A cat sat on the mat."]
+    assert not torch.allclose(
+        model.encode(texts, convert_to_tensor=True), untrained.encode(texts, convert_to_tensor=True)
+    )
+
 
 def _number(text: str) -> int:
     return int(re.search(r"\d+", text).group())

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
+from trl.models import unwrap_model_for_generation
 
 from ..modeling.generation import GenerationSettings, end_token_ids
 from .policy_embedding import decoder_of
@@ -104,13 +105,23 @@ class GraceReward:
         out = {}
         for roles in by_template.values():
             texts = [sources[role][i] for role in roles for i in firsts]
-            with _timed(seconds, "anchor_generation"):
-                rationales = embedder.generate(model, texts, roles[0], settings)
+            with _timed(seconds, "anchor_generation"), self._generation_model() as generator:
+                rationales = embedder.generate(generator, texts, roles[0], settings)
             with _timed(seconds, "reward_embeddings"):
                 embeddings = embedder.embed(model, texts, roles[0], rationales)
             for j, role in enumerate(roles):
                 out[role] = embeddings[j * len(firsts) : (j + 1) * len(firsts)]
         return out
+
+    def _generation_model(self) -> Any:
+        """TRL's own unwrapping for generation: under DeepSpeed ZeRO-3 it gathers the sharded weights first."""
+        trainer = self.trainer
+        return unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+        )
 
 
 def _log_terms(log_metric: Any, terms: RewardTerms, truncated: torch.Tensor) -> None:
