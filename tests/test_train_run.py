@@ -132,3 +132,15 @@ def test_unreachable_backbone_and_missing_data_are_one_line_errors(tiny_backbone
     assert code == 2 and "no-such-model" in capsys.readouterr().err
     code = grace_main(["train", *_argv(tiny_backbone, tmp_path / "none.jsonl", tmp_path / "o")])
     assert code == 2 and "none.jsonl" in capsys.readouterr().err
+
+
+def test_heldout_scores_before_and_after_go_into_summary_and_card(tiny_backbone, data_file, tmp_path):
+    overrides = {"max_steps": 1, "heldout_eval": "wordnet", "heldout_eval_queries": 4, "num_card_examples": 1}
+    out = tmp_path / "o"
+    summary = run_module.run_training(*run_module.parse_args(_argv(tiny_backbone, data_file, out, **overrides)))
+    assert summary["metric"] == "GraceWordNetDefinitionRetrieval ndcg_at_10"
+    assert 0 <= summary["base_score"] <= 1 and 0 <= summary["trained_score"] <= 1
+    assert json.loads((out / "train_summary.json").read_text())["base_score"] == summary["base_score"]
+    card = (out / "README.md").read_text()
+    assert "| GraceWordNetDefinitionRetrieval | ndcg_at_10 |" in card
+    assert "**Rationale:**" in card

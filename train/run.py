@@ -20,6 +20,7 @@ from typing import Any
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
+from ..backbones import EMBEDDED_BACKBONE_ID
 from .config import GraceConfig
 from .data import load_source, prepare_dataset
 from .export import CHECKPOINTS, grace_model_from_policy, save_trained_model
@@ -151,7 +152,12 @@ def _finish(
         card = model.model_card_data
         card.grace_examples = heldout_examples(model, args, script_args.num_card_examples)
         summary = training_summary(base, trained, curve, time.time() - started)
-        card.base_model = _hub_id(model_args.model_name_or_path) or card.base_model
+        if model_args.model_name_or_path is None:  # the embedded default backbone
+            card.base_model, card.license = EMBEDDED_BACKBONE_ID, card.license or "apache-2.0"
+        else:
+            card.base_model = _hub_id(model_args.model_name_or_path) or card.base_model
+        backbone_name = (card.base_model or Path(location).name).split("/")[-1]
+        card.model_name = args.hub_model_id or f"GRACE {backbone_name} ({script_args.dataset_name})"
         card.tags = sorted({*(card.tags or []), "trl", "grpo"})
         if _hub_id(script_args.dataset_name):
             card.datasets = [script_args.dataset_name]
