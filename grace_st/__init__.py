@@ -1,12 +1,15 @@
 """GRACE text embeddings for sentence-transformers: a causal LM writes a rationale, then pools over it.
 
 Importing ``grace_st`` is cheap: the public names below load their modules (and torch, transformers and
-sentence-transformers) on first use.
+sentence-transformers) on first use. One thing happens at import, and only if mteb is already imported: the GRACE
+models this project has released are registered with mteb (a dict insert, no I/O), so ``import mteb, grace_st``
+makes ``mteb.get_model("<released GRACE id>")`` return a GRACE encoder.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 
@@ -24,17 +27,27 @@ _EXPORTS = {
     "resolve_backbone": "backbones",
     "BackboneNotFoundError": "backbones",
     "EMBEDDED_BACKBONE_ID": "backbones",
+    "load_mteb_model": "mteb_meta",
+    "grace_model_meta": "mteb_meta",
+    "register_grace_models": "mteb_meta",
+    "GraceEncoder": "mteb_encoder",
+    "push_grace_model": "push",
 }
 
 __all__ = [
     "EMBEDDED_BACKBONE_ID",
     "BackboneNotFoundError",
+    "GraceEncoder",
     "GraceEncoding",
     "GraceModelCardData",
     "RationaleGenerator",
     "build_grace_model",
     "embedded_backbone_path",
     "encode_with_rationales",
+    "grace_model_meta",
+    "load_mteb_model",
+    "push_grace_model",
+    "register_grace_models",
     "load_grace_model",
     "resolve_backbone",
     "save_grace_model",
@@ -45,6 +58,9 @@ if TYPE_CHECKING:
     from .build import build_grace_model, save_grace_model
     from .loading import load_grace_model
     from .model_card import GraceModelCardData
+    from .mteb_encoder import GraceEncoder
+    from .mteb_meta import grace_model_meta, load_mteb_model, register_grace_models
+    from .push import push_grace_model
     from .rationale_generator import RationaleGenerator
     from .rationales import GraceEncoding, encode_with_rationales
 
@@ -53,3 +69,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if "mteb" in sys.modules:  # see the module docstring: registration only when the user already imported mteb
+    importlib.import_module(".mteb_meta", __name__).register_grace_models()

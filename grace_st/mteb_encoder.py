@@ -1,0 +1,115 @@
+"""GRACE as an mteb encoder: sentence-transformers' mteb wrapper, plus instructions control and the encoding cache.
+
+mteb's own ``SentenceTransformerEncoderWrapper`` already does what a GRACE model needs for prompts: it resolves the
+prompt for each call (task name, then task type, then ``query``/``document``) from the model's stored prompts and
+calls ``encode_query``/``encode_document``; for GRACE that prompt is the system instruction the rationale is written
+under. This subclass changes two things:
+
+- ``use_instructions=False`` keeps only the ``query``/``document`` prompts, ignoring per-task instructions;
+- ``encode`` goes through :class:`~grace_st.rationale_cache.EncodingCache`, so a text already encoded by the same
+  model, prompt and settings is not generated again (mteb re-encodes corpora across splits and tasks). The vectors
+  are exactly those of ``SentenceTransformer.encode``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from mteb.models import SentenceTransformerEncoderWrapper
+from mteb.models.sentence_transformer_wrapper import _resolve_prompt
+from mteb.types import PromptType
+from sentence_transformers import SentenceTransformer
+
+from .rationale_cache import EncodingCache, entry_key, model_fingerprint
+
+
+def is_grace_model(model: SentenceTransformer) -> bool:
+    return len(model) > 0 and type(model[0]).__name__ == "RationaleGenerator"
+
+
+class GraceEncoder(SentenceTransformerEncoderWrapper):
+    """mteb encoder for a GRACE model (a saved folder, a Hub id, or an in-memory ``SentenceTransformer``).
+
+    Args:
+        model: the GRACE model or where to load it from (loaded with ``trust_remote_code=True``).
+        revision / device: as for ``SentenceTransformer``.
+        model_prompts: prompts to use instead of the model's own (mteb's format).
+        use_instructions: use per-task instructions stored with the model (keys are mteb task names or types);
+            False keeps only its ``query``/``document`` prompts.
+        cache: True for the default on-disk cache, a path for another one, False for none.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | SentenceTransformer,
+        revision: str | None = None,
+        device: str | None = None,
+        model_prompts: dict[str, str] | None = None,
+        *,
+        use_instructions: bool = True,
+        cache: bool | str | os.PathLike = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, SentenceTransformer):
+            model = SentenceTransformer(str(model), revision=revision, device=device, trust_remote_code=True, **kwargs)
+        if not is_grace_model(model):
+            raise ValueError(
+                f"{type(model[0]).__name__ if len(model) else 'An empty model'} is not a GRACE model (its first "
+                "module is not a RationaleGenerator). Pass a folder written by `grace build` / `grace train`, or "
+                "evaluate plain sentence-transformers models with mteb.get_model directly."
+            )
+        if not use_instructions:
+            stored = model_prompts or dict(model.prompts or {})
+            model_prompts = {
+                k: v for k, v in stored.items() if k in (PromptType.query.value, PromptType.document.value)
+            }
+        super().__init__(model, model_prompts=model_prompts)
+        self.use_instructions = use_instructions
+        self.cache = None if cache is False else EncodingCache(None if cache is True else cache)
+        self._fingerprint: str | None = None
+        self.texts_generated = 0  # texts encoded for real (not served by the cache); tests and logs read it
+
+    def encode(
+        self,
+        inputs: Any,
+        *,
+        task_metadata: Any,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        texts = [text for batch in inputs for text in batch["text"]]
+        prompt = _resolve_prompt(self.model_prompts, task_metadata, prompt_type)
+        return self.encode_texts(texts, prompt, **kwargs)
+
+    def encode_texts(
+        self, texts: list[str], prompt: str | None, batch_size: int = 16, show_progress_bar: bool = False, **_: Any
+    ) -> np.ndarray:
+        """``(len(texts), dim)`` embeddings; cached texts are looked up, the rest encoded (each unique text once)."""
+        from .rationales import encode_with_rationales
+
+        keys = [self._key(prompt, text) for text in texts] if self.cache is not None else list(texts)
+        found = self.cache.get(sorted(set(keys))) if self.cache is not None else {}
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
+        if missing:
+            encoded = encode_with_rationales(
+                self.model,
+                list(missing.values()),
+                prompt=prompt,
+                batch_size=batch_size,
+                show_progress_bar=show_progress_bar,
+            )
+            new = {key: (item.rationale, item.embedding) for key, item in zip(missing, encoded, strict=True)}
+            self.texts_generated += len(new)
+            if self.cache is not None:
+                self.cache.put(new)
+            found.update(new)
+        return np.stack([np.asarray(found[key][1], dtype=np.float32) for key in keys])
+
+    def _key(self, prompt: str | None, text: str) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return entry_key(self._fingerprint, prompt, text)

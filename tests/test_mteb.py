@@ -1,0 +1,181 @@
+"""GRACE through mteb: registration, prompts, offline and mock tasks, the encoding cache, the card's model-index."""
+
+from __future__ import annotations
+
+import warnings
+
+import mteb
+import numpy as np
+import pytest
+import yaml
+from mteb.mocks.mock_tasks import MockClassificationTask, MockRetrievalTask, MockSTSTask
+
+from grace_st import load_mteb_model, save_grace_model
+from grace_st.eval_tasks import OFFLINE_TASKS, WordNetDefinitionRetrieval, WordNetSensePairClassification
+from grace_st.mteb_encoder import GraceEncoder
+from grace_st.rationale_cache import EncodingCache
+
+
+@pytest.fixture
+def saved(build_tiny, tmp_path):
+    return save_grace_model(build_tiny(), tmp_path / "grace-tiny")
+
+
+def test_get_model_on_a_registered_local_folder_returns_the_grace_encoder(saved, tmp_path):
+    encoder = load_mteb_model(saved, name="test/grace-tiny", cache=str(tmp_path / "c.sqlite"))
+    assert isinstance(encoder, GraceEncoder)
+    again = mteb.get_model("test/grace-tiny", cache=False)
+    assert isinstance(again, GraceEncoder)
+    meta = mteb.get_model_meta("test/grace-tiny")
+    assert meta.embed_dim == 32 and meta.n_parameters == sum(p.numel() for p in again.model[0].model.parameters())
+    assert meta.similarity_fn_name.value == "cosine" and meta.use_instructions and meta.max_tokens == 64
+
+
+def test_offline_and_mock_tasks_give_scores(grace_tiny, tmp_path):
+    encoder = GraceEncoder(grace_tiny, cache=str(tmp_path / "c.sqlite"))
+    tasks = [cls() for cls in OFFLINE_TASKS.values()] + [MockSTSTask(), MockRetrievalTask(), MockClassificationTask()]
+    result = mteb.evaluate(encoder, tasks, cache=None, show_progress_bar=False)
+    scores = {r.task_name: r.get_score() for r in result.task_results}
+    assert set(scores) == {task.metadata.name for task in tasks}
+    assert all(np.isfinite(score) for score in scores.values())
+
+
+def _record_prompts(monkeypatch, encoder):
+    seen = []
+    original = type(encoder.model[0]).preprocess
+
+    def spy(self, inputs, prompt=None, **kwargs):
+        seen.append((prompt, list(inputs)))
+        return original(self, inputs, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(type(encoder.model[0]), "preprocess", spy)
+    return seen
+
+
+def test_query_and_document_prompts_reach_the_module(grace_tiny, tmp_path, monkeypatch):
+    grace_tiny.prompts = {"query": "QUERY INSTRUCTION", "document": "DOCUMENT INSTRUCTION"}
+    encoder = GraceEncoder(grace_tiny, cache=False)
+    seen = _record_prompts(monkeypatch, encoder)
+    task = WordNetDefinitionRetrieval(n_queries=3)
+    mteb.evaluate(encoder, [task], cache=None, show_progress_bar=False)
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    by_prompt = {}
+    for prompt, texts in seen:
+        by_prompt.setdefault(prompt, set()).update(texts)
+    assert by_prompt["QUERY INSTRUCTION"] == set(split["queries"]["text"])
+    assert by_prompt["DOCUMENT INSTRUCTION"] == set(split["corpus"]["text"])
+
+
+def test_per_task_instructions_follow_use_instructions(grace_tiny, monkeypatch):
+    grace_tiny.prompts = {"query": "Q", "document": "D", "PairClassification": "PAIR INSTRUCTION"}
+    for use_instructions, expected in ((True, {"PAIR INSTRUCTION"}), (False, {None})):
+        encoder = GraceEncoder(grace_tiny, cache=False, use_instructions=use_instructions)
+        seen = _record_prompts(monkeypatch, encoder)
+        mteb.evaluate(encoder, [WordNetSensePairClassification(n_examples=2)], cache=None, show_progress_bar=False)
+        assert {prompt for prompt, _ in seen} == expected
+
+
+def test_cache_skips_generation_and_keeps_scores(grace_tiny, tmp_path, monkeypatch):
+    calls = []
+    generator_type = type(grace_tiny[0])
+    original = generator_type.forward
+
+    def counting(self, features, **kwargs):
+        calls.append(len(features["input_ids"]))
+        return original(self, features, **kwargs)
+
+    monkeypatch.setattr(generator_type, "forward", counting)
+    path = str(tmp_path / "cache.sqlite")
+    tasks = [WordNetDefinitionRetrieval(n_queries=4), WordNetSensePairClassification(n_examples=4)]
+    first = mteb.evaluate(GraceEncoder(grace_tiny, cache=path), tasks, cache=None, show_progress_bar=False)
+    assert calls
+    calls.clear()
+    second_encoder = GraceEncoder(grace_tiny, cache=path)  # a new process would see the same file
+    second = mteb.evaluate(second_encoder, tasks, cache=None, show_progress_bar=False)
+    assert calls == [] and second_encoder.texts_generated == 0
+    assert [r.get_score() for r in first.task_results] == [r.get_score() for r in second.task_results]
+
+
+def test_cached_vectors_equal_sentence_transformers_encode(grace_tiny, tmp_path):
+    encoder = GraceEncoder(grace_tiny, cache=str(tmp_path / "c.sqlite"))
+    texts = ["A cat sat on the mat.", "where is the nearest train station?", "A cat sat on the mat."]
+    fresh = encoder.encode_texts(texts, prompt=None)
+    cached = encoder.encode_texts(texts, prompt=None)
+    direct = grace_tiny.encode(texts)
+    assert np.allclose(fresh, direct, atol=1e-5) and np.array_equal(fresh, cached)
+    assert encoder.texts_generated == 2  # the duplicate was encoded once
+
+
+def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path):
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not a sqlite database" * 100)
+    with pytest.warns(UserWarning, match="could not be read"):
+        cache = EncodingCache(path)
+    cache.put({"k": ("why", np.ones(3, dtype=np.float32))})
+    assert cache.get(["k"])["k"][0] == "why" and len(list(tmp_path.glob("c.sqlite.corrupt-*"))) == 1
+
+
+def _write_entries(path: str, offset: int) -> None:
+    cache = EncodingCache(path)
+    for i in range(50):
+        cache.put({f"{offset}-{i}": ("r", np.full(4, i, dtype=np.float32))})
+
+
+def test_two_processes_share_the_cache(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "shared.sqlite")
+    EncodingCache(path)
+    workers = [multiprocessing.get_context("spawn").Process(target=_write_entries, args=(path, n)) for n in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(EncodingCache(path)) == 100
+
+
+def test_update_card_keeps_the_rest_of_the_card(saved, tmp_path, capsys):
+    from grace_st.cli import main as grace_main
+
+    readme = saved / "README.md"
+    body_before = readme.read_text().split("---", 2)[2]
+    code = grace_main(
+        [
+            "eval",
+            str(saved),
+            "--tasks",
+            "GraceWordNetSensePairClassification",
+            "--output",
+            str(tmp_path / "r"),
+            "--update-card",
+            "--no-cache",
+        ]
+    )
+    assert code == 0
+    text = readme.read_text()
+    metadata = yaml.safe_load(text.split("---")[1])
+    assert text.split("---", 2)[2] == body_before  # the card's text is untouched
+    assert "grace" in metadata["tags"] and metadata["library_name"] == "sentence-transformers"
+    result = metadata["model-index"][0]["results"][0]
+    assert result["dataset"]["name"] == "MTEB GraceWordNetSensePairClassification"
+    assert result["metrics"][0]["type"] == "max_ap" and 0 <= result["metrics"][0]["value"] <= 1
+    assert "GraceWordNetSensePairClassification" in capsys.readouterr().out
+
+
+def test_bad_names_and_folders_get_clear_errors(saved, tmp_path, capsys):
+    from grace_st.cli import main as grace_main
+
+    assert grace_main(["eval", str(saved), "--tasks", "STSBenchmrk"]) == 2
+    assert "Did you mean ['STSBenchmark'" in capsys.readouterr().err
+    assert grace_main(["eval", str(saved), "--benchmark", "MTEB(eng, v9)"]) == 2
+    assert "Unknown benchmark" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", "type": "x.Transformer"}]')
+    with pytest.raises(ValueError, match="not a GRACE model folder"):
+        load_mteb_model(plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert grace_main(["eval", str(tmp_path / "missing"), "--tasks", "GraceWordNetLexnameClustering"]) == 2
