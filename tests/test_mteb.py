@@ -179,3 +179,12 @@ def test_bad_names_and_folders_get_clear_errors(saved, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert grace_main(["eval", str(tmp_path / "missing"), "--tasks", "GraceWordNetLexnameClustering"]) == 2
+
+
+def test_released_models_register_with_a_grace_loader(monkeypatch):
+    from grace_st import mteb_meta
+
+    monkeypatch.setitem(mteb_meta.KNOWN_MODELS, "grace-st/released-example", {"embed_dim": 576, "license": "mit"})
+    mteb_meta.register_grace_models()
+    meta = mteb.get_model_meta("grace-st/released-example")
+    assert meta.loader is mteb_meta._grace_loader and meta.embed_dim == 576 and meta.use_instructions
