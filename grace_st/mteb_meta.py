@@ -84,27 +84,17 @@ def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revisio
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     card = _card_metadata(path)
     parameters = _count_parameters(path)
-    return ModelMeta(
+    return hub_model_meta(
+        name or f"local/{path.name}",
         loader=partial(_grace_loader, path=str(path)),
-        name=name or f"local/{path.name}",
         revision=revision or "local",
         release_date=date.today().isoformat(),
-        languages=None,
         n_parameters=parameters,
         memory_usage_mb=round(parameters * 4 / 2**20, 1) if parameters else None,
         max_tokens=grace.get("max_input_tokens") or config.get("max_position_embeddings"),
         embed_dim=config.get("hidden_size"),
         license=card.get("license"),
-        open_weights=True,
-        public_training_code="https://github.com/GasolSun36/GRACE",
-        public_training_data=None,
-        framework=["Sentence Transformers", "PyTorch"],
-        reference=REFERENCE,
-        similarity_fn_name=ScoringFunction.COSINE,
-        use_instructions=True,
-        training_datasets=set(),
         adapted_from=card.get("base_model") if isinstance(card.get("base_model"), str) else None,
-        citation=GRACE_CITATION,
     )
 
 
@@ -127,7 +117,7 @@ def load_mteb_model(name_or_path: str | os.PathLike, name: str | None = None, **
 
 
 def hub_model_meta(repo_id: str, **fields: Any) -> ModelMeta:
-    """A ``ModelMeta`` for a GRACE model on the Hub (fields unknown until download stay None)."""
+    """A ``ModelMeta`` for a GRACE model; ``fields`` override the defaults (unknown figures stay None)."""
     defaults: dict[str, Any] = dict(
         loader=_grace_loader,
         name=repo_id,
