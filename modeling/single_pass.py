@@ -5,7 +5,8 @@ consumes it) through all layers, so the hidden states GRACE pools exist while th
 path (:func:`~.generation.generate_rationales`, then :func:`~.pooling.select_hidden_states` over
 ``[prompt | rationale]``) computes them all a second time. This loop keeps them instead:
 
-- the prefill gives the prompt's hidden states; the LM head runs on the last position only (``logits_to_keep=1``);
+- the prefill gives the prompt's hidden states; the LM head runs on the last position only (``logits_to_keep=1``),
+  and the instruction prefix that every prompt shares is run once for the batch, not once per row;
 - the decode step that consumes token ``t`` gives token ``t``'s hidden state and the logits for token ``t + 1``;
 - a row whose last token is its first end token (or the ``max_new_tokens``-th token) needs one more step for that
   token's hidden state, and is then dropped from the batch (its KV cache rows go too), so finished rows cost nothing.
@@ -128,6 +129,74 @@ def generate_with_hidden_states(
             return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
 
 
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading real tokens every row of a left-padded batch has in common (0: none, or not worth it).
+
+    GRACE prompts all start with the same instruction prefix, often most of the prompt; its keys and values are
+    the same in every row (same tokens, same positions, nothing before them), so they are computed once. At least
+    one token of each row is left to prefill, and a mask that is not plain left padding shares nothing.
+
+    >>> shared_prefix_length(torch.tensor([[0, 7, 8, 5], [7, 8, 6, 2]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
+    2
+    """
+    lengths = attention_mask.sum(dim=1)
+    if input_ids.shape[0] < 2 or int(lengths.min()) < 2:
+        return 0
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    starts = input_ids.shape[1] - lengths
+    if not torch.equal(attention_mask.bool(), columns[None, :] >= starts[:, None]):
+        return 0
+    shortest = int(lengths.min())
+    aligned = input_ids.gather(1, starts[:, None] + columns[None, :shortest])  # (B, shortest) real tokens
+    differs = (aligned != aligned[:1]).any(dim=0).nonzero()
+    common = int(differs[0]) if differs.numel() else shortest
+    return min(common, shortest - 1)
+
+
+def _prefill_shared(
+    model: Any,
+    captured: _DecoderOutputs,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    shared: int,
+    cache: DynamicCache,
+    common: dict[str, Any],
+    layer: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefill the shared prefix once, copy its cache to every row, then prefill each row's rest.
+
+    The cache is laid out ``[prefix | padding | rest]`` (padding masked, positions counted over real tokens only,
+    so each row sees what it would see alone). Returns the last logits, the prompt's hidden states in the
+    caller's ``[padding | prefix | rest]`` layout, the attention mask and the positions of the cache's columns.
+    """
+    batch, width = input_ids.shape
+    lengths = attention_mask.sum(dim=1)
+    first = width - int(lengths[0])
+    captured.decoder(
+        input_ids=input_ids[:1, first : first + shared], cache=cache, use_cache=True, output_hidden_states=layer != -1
+    )
+    prefix_hidden = captured.layer(layer)[0]  # (S, H)
+    cache.batch_repeat_interleave(batch)
+    rest_lengths = lengths - shared
+    rest = int(rest_lengths.max())
+    rest_mask = (torch.arange(rest, device=input_ids.device)[None, :] >= (rest - rest_lengths)[:, None]).long()
+    mask = torch.cat([attention_mask.new_ones((batch, shared)), rest_mask.to(attention_mask.dtype)], dim=1)
+    positions = position_ids_from_mask(mask)
+    out = model(
+        input_ids=input_ids[:, width - rest :],
+        attention_mask=mask,
+        position_ids=positions[:, shared:],
+        cache=cache,
+        **common,
+    )
+    rest_hidden = captured.layer(layer)  # (B, R, H)
+    hidden = rest_hidden.new_zeros((batch, width, rest_hidden.shape[-1]))
+    hidden[:, width - rest :] = rest_hidden
+    for row, start in enumerate((width - lengths).tolist()):
+        hidden[row, start : start + shared] = prefix_hidden
+    return out.logits[:, -1].to(dtype=torch.float32), hidden, mask, positions
+
+
 def _decode(
     model: Any,
     captured: _DecoderOutputs,
@@ -142,16 +211,21 @@ def _decode(
     keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     common = {"use_cache": True, "output_hidden_states": layer != -1, **keep_last}
     cache = DynamicCache(config=model.config)
-    positions = position_ids_from_mask(attention_mask)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache, **common)
-    logits = logits.logits[:, -1].to(dtype=torch.float32)
-    prompt_hidden = captured.layer(layer)
+    shared = shared_prefix_length(input_ids, attention_mask)
+    if shared:
+        logits, prompt_hidden, mask, positions = _prefill_shared(
+            model, captured, input_ids, attention_mask, shared, cache, common, layer
+        )
+    else:
+        mask, positions = attention_mask, position_ids_from_mask(attention_mask)
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, **common)
+        logits, prompt_hidden = logits.logits[:, -1].to(dtype=torch.float32), captured.layer(layer)
     generated = torch.full((batch, steps), pad_token_id, dtype=torch.long, device=device)
     gen_hidden = prompt_hidden.new_zeros((batch, steps, prompt_hidden.shape[-1]))
     choose = _TokenChooser(settings, batch)
     ends = torch.tensor(end_ids, device=device)
     rows = torch.arange(batch, device=device)  # original index of each row still in the batch
-    mask, next_position = attention_mask, positions[:, -1] + 1
+    next_position = positions[:, -1] + 1
     used = 0
     for step in range(steps):
         tokens = choose(logits, rows)

@@ -15,7 +15,7 @@ from conftest import TEXTS
 from grace_st import build_grace_model
 from grace_st.modeling.batching import pack_by_token_budget
 from grace_st.modeling.generation import GenerationSettings
-from grace_st.modeling.single_pass import generate_then_forward, generate_with_hidden_states
+from grace_st.modeling.single_pass import generate_then_forward, generate_with_hidden_states, shared_prefix_length
 
 
 NEIGHBOUR = "an unrelated neighbour text that is rather long indeed"
@@ -107,9 +107,21 @@ def test_finished_rows_leave_the_batch(build_tiny):
     finally:
         hook.remove()
     lengths = sorted(int(out["rationale_mask"].sum()) for out in outs)
-    # one prefill, then step t runs exactly the rows whose rationale has more than t tokens
-    assert rows_per_step == [5] + [sum(n > t for n in lengths) for t in range(max(lengths))]
+    # the shared instruction prefix once, each row's rest, then step t runs the rows with more than t tokens
+    assert rows_per_step == [1, 5] + [sum(n > t for n in lengths) for t in range(max(lengths))]
     assert rows_per_step[-1] < 5
+
+
+def test_shared_prefix_is_the_common_start_of_the_real_tokens():
+    ids = torch.tensor([[0, 0, 7, 8, 9, 5], [7, 8, 9, 6, 2, 3], [0, 7, 8, 4, 4, 4]])
+    mask = (ids != 0).long()
+    assert shared_prefix_length(ids, mask) == 2
+    assert shared_prefix_length(ids[:2], mask[:2]) == 3
+    assert shared_prefix_length(ids[:1], mask[:1]) == 0, "a single row has nothing to share"
+    same = torch.tensor([[7, 8, 9], [7, 8, 9]])
+    assert shared_prefix_length(same, torch.ones_like(same)) == 2, "one token per row is left to prefill"
+    right_padded = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    assert shared_prefix_length(ids[1:2].repeat(2, 1), right_padded) == 0, "only plain left padding is shared"
 
 
 def test_layer_out_of_range_is_named(grace_tiny):
