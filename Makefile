@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.grace-setup-stamp
 DEMO_OUT := demo_output.jsonl
 
-.PHONY: help setup wordnet demo test lint clean
+.PHONY: help setup wordnet demo test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,10 @@ demo: setup  ## embed three texts with GRACE on the embedded SmolLM2-135M-Instru
 
 test: setup  ## run the whole test suite: tiny offline models, then the embedded backbone (marked real_backbone)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: setup  ## encode memory (1k vs 10k texts, ~2 min), then encode speed on the default backbone (~25 min on 2 cores)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_speed.py
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

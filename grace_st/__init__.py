@@ -16,6 +16,7 @@ _EXPORTS = {
     "build_grace_model": "build",
     "save_grace_model": "build",
     "encode_with_rationales": "rationales",
+    "encode_stream": "streaming",
     "load_grace_model": "loading",
     "GraceEncoding": "rationales",
     "RationaleGenerator": "rationale_generator",
@@ -34,6 +35,7 @@ __all__ = [
     "RationaleGenerator",
     "build_grace_model",
     "embedded_backbone_path",
+    "encode_stream",
     "encode_with_rationales",
     "load_grace_model",
     "resolve_backbone",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .model_card import GraceModelCardData
     from .rationale_generator import RationaleGenerator
     from .rationales import GraceEncoding, encode_with_rationales
+    from .streaming import encode_stream
 
 
 def __getattr__(name: str) -> Any:

@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-rationales", action="store_true", help="also print each text and its rationale to stderr"
     )
     encode.add_argument("--prompt-name", choices=["query", "document"], help="use the model's stored prompt")
-    encode.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
+    encode.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="texts per generation batch; larger is faster, memory is capped by token_budget (default: 64)",
+    )
     encode.add_argument(
         "--chunk-size",
         type=int,
