@@ -6,7 +6,7 @@ STAMP := $(VENV)/.grace-setup-stamp
 DEMO_OUT := demo_output.jsonl
 DEMO_DIR := out/quickstart
 
-.PHONY: help setup wordnet demo test lint clean
+.PHONY: help setup wordnet demo test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,6 +38,10 @@ demo: setup  ## the quickstart: train GRACE on the embedded SmolLM2 with WordNet
 
 test: setup  ## run the whole test suite: tiny offline models, then the embedded backbone (marked real_backbone)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: setup  ## encode memory (1k vs 10k texts, ~2 min), then encode speed on the default backbone (~25 min on 2 cores)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_speed.py
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

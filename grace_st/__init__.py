@@ -19,6 +19,7 @@ _EXPORTS = {
     "build_grace_model": "build",
     "save_grace_model": "build",
     "encode_with_rationales": "rationales",
+    "encode_stream": "streaming",
     "load_grace_model": "loading",
     "GraceEncoding": "rationales",
     "RationaleGenerator": "rationale_generator",
@@ -43,6 +44,7 @@ __all__ = [
     "RationaleGenerator",
     "build_grace_model",
     "embedded_backbone_path",
+    "encode_stream",
     "encode_with_rationales",
     "grace_model_meta",
     "load_mteb_model",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from .push import push_grace_model
     from .rationale_generator import RationaleGenerator
     from .rationales import GraceEncoding, encode_with_rationales
+    from .streaming import encode_stream
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ from .rationale_generator import RationaleGenerator
 
 
 REMOTE_MODULE_REF = "rationale_generator.RationaleGenerator"
-_REMOTE_FILES = ("generation.py", "pooling.py", "prompts.py", "spans.py")
+_REMOTE_FILES = ("batching.py", "generation.py", "pooling.py", "prompts.py", "single_pass.py", "spans.py")
 
 
 def build_grace_model(

@@ -7,13 +7,9 @@ names the value and the fix, and exit status 2; never a stack trace from inside 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .train import cli as train_cli
 
@@ -70,7 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-rationales", action="store_true", help="also print each text and its rationale to stderr"
     )
     encode.add_argument("--prompt-name", choices=["query", "document"], help="use the model's stored prompt")
-    encode.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
+    encode.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="texts per generation batch; larger is faster, memory is capped by token_budget (default: 64)",
+    )
+    encode.add_argument(
+        "--chunk-size",
+        type=int,
+        default=256,
+        help="texts encoded, then written out, at a time; bounds memory on large files (default: 256)",
+    )
     encode.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     encode.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
 
@@ -101,70 +108,46 @@ def _extra_commands() -> dict[str, tuple[Callable, Callable]]:
 
 def read_texts(path: Path) -> list[str]:
     """Texts from a .txt (one per line) or .jsonl (field 'text') file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: '{path}'. Pass an existing .txt or .jsonl file to --file.")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(
-                        f"{path}:{number} is not valid JSON ({exc.msg}). Fix or remove that line."
-                    ) from exc
-                if not isinstance(record, dict) or "text" not in record:
-                    raise ValueError(f"{path}:{number} has no 'text' field. Each JSON line needs {{\"text\": ...}}.")
-                texts.append(record["text"])
-        return texts
-    texts = [line for line in lines if line.strip()]
-    if len(texts) < len(lines):
-        print(f"grace: skipped {len(lines) - len(texts)} blank lines in {path}", file=sys.stderr)
-    return texts
+    from .streaming import iter_texts
 
-
-def _write_jsonl(records: list[dict[str, Any]], output: Path | None) -> None:
-    if output is None:
-        for record in records:
-            print(json.dumps(record, ensure_ascii=False))
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, output)  # atomic: a reader never sees half a file
+    return list(iter_texts(path))
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from .loading import load_grace_model
-    from .rationales import encode_with_rationales
+    """Encode ``--text`` or a ``--file`` read lazily, writing each chunk of results as soon as it is done."""
+    from itertools import chain
 
-    texts = args.text if args.text is not None else read_texts(args.file)
-    if not texts:
+    from .loading import load_grace_model
+    from .streaming import encode_stream, iter_texts, write_jsonl_stream
+
+    texts = iter(args.text) if args.text is not None else iter_texts(args.file)
+    first = next(texts, None)  # an empty or missing file fails before the model is loaded
+    if first is None:
         raise ValueError(f"No texts to encode in '{args.file}'.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    for name in ("batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
     model = load_grace_model(args.model, device=args.device)
     if args.max_new_tokens is not None:
         model[0].max_new_tokens = args.max_new_tokens
-    encoded = encode_with_rationales(
+    chunks = encode_stream(
         model,
-        texts,
-        prompt_name=args.prompt_name,
+        chain([first], texts),
+        chunk_size=args.chunk_size,
         batch_size=args.batch_size,
-        show_progress_bar=len(texts) > args.batch_size,
+        prompt_name=args.prompt_name,
     )
-    _write_jsonl([item.to_json() for item in encoded], args.output)
-    if args.show_rationales:
-        for item in encoded:
+
+    def show(chunk: list) -> None:
+        for item in chunk:
             print(
                 f"\n{item.text}\n  rationale: {item.rationale}\n  embedding: {item.embedding.shape[0]} dims",
                 file=sys.stderr,
             )
+
+    count = write_jsonl_stream(chunks, args.output, show if args.show_rationales else None)
     if args.output is not None:
-        print(f"grace: wrote {len(encoded)} embeddings to {args.output}", file=sys.stderr)
+        print(f"grace: wrote {count} embeddings to {args.output}", file=sys.stderr)
 
 
 def run_build(args: argparse.Namespace) -> None:

@@ -25,14 +25,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 try:  # a copy saved next to a model: the modeling files sit beside this one
-    from .generation import GenerationSettings, end_token_ids, generate_rationales
+    from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
+    from .generation import GenerationSettings, end_token_ids
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from .single_pass import generate_then_forward, generate_with_hidden_states
     from .spans import SPANS, pooled_span_mask, rationale_mask
 except ImportError:  # the installed library
-    from grace_st.modeling.generation import GenerationSettings, end_token_ids, generate_rationales
+    from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
+    from grace_st.modeling.generation import GenerationSettings, end_token_ids
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from grace_st.modeling.single_pass import generate_then_forward, generate_with_hidden_states
     from grace_st.modeling.spans import SPANS, pooled_span_mask, rationale_mask
 
 FORMAT_VERSION = 1
@@ -68,6 +72,10 @@ class RationaleGenerator(InputModule):
             reference's limit), lowered to what fits the backbone's context with the template and the rationale.
         do_sample, temperature, top_p, seed: decoding; greedy (``do_sample=False``) by default for determinism.
         model_kwargs, processor_kwargs: passed to ``from_pretrained`` of the model and tokenizer.
+        single_pass: read the pooled hidden states off the generation itself (default) rather than running
+            ``[prompt | rationale]`` through the backbone a second time. Same vectors; not saved with the model.
+        token_budget: a batch is cut into length-sorted groups of at most this many KV-cache slots (rows x
+            (prompt + max_new_tokens)) before generation; bounds memory. Same vectors; not saved with the model.
     """
 
     config_file_name = "grace_config.json"  # config.json is the backbone's, saved in the same root folder
@@ -99,9 +107,14 @@ class RationaleGenerator(InputModule):
         seed: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
+        single_pass: bool = True,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
+            raise ValueError(f"token_budget must be a positive integer (KV-cache slots), got {token_budget!r}.")
+        self.single_pass, self.token_budget = bool(single_pass), token_budget
         if span not in SPANS:
             raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
         if not isinstance(layer, int) or isinstance(layer, bool):
@@ -215,7 +228,7 @@ class RationaleGenerator(InputModule):
         }
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Generate rationales, run the backbone over ``[prompt | rationale]`` and expose the pooled span.
+        """Generate rationales, keep the hidden states over ``[prompt | rationale]`` and expose the pooled span.
 
         Adds ``token_embeddings`` ``(B, T, H)``, replaces ``attention_mask`` with the pooled-span mask ``(B, T)``
         (what ``Pooling`` averages over), and adds ``rationale_ids`` / ``rationale_mask`` ``(B, G)``.
@@ -223,12 +236,22 @@ class RationaleGenerator(InputModule):
         ids, att, prompt_span = features["input_ids"], features["attention_mask"], features["prompt_span_mask"]
         if self.span == "input":
             rationale_ids = ids.new_zeros((ids.shape[0], 0))
-            completion_mask, seq_ids, seq_att = rationale_ids, ids, att
+            completion_mask, seq_att = rationale_ids, att
+            features["token_embeddings"] = select_hidden_states(self.model, ids, att, self.layer)
         else:
-            rationale_ids = generate_rationales(self.model, ids, att, self.settings, self.end_ids, self.pad_token_id)
-            completion_mask = rationale_mask(rationale_ids, self.end_ids)
-            seq_ids, seq_att = torch.cat([ids, rationale_ids], 1), torch.cat([att, completion_mask], 1)
-        features["token_embeddings"] = select_hidden_states(self.model, seq_ids, seq_att, self.layer)
+            run = generate_with_hidden_states if self.single_pass else generate_then_forward
+            settings, end_ids, pad, layer = self.settings, self.end_ids, self.pad_token_id, self.layer
+            generated = generate_packed(
+                lambda i, a: run(self.model, i, a, settings, end_ids, pad, layer),
+                ids,
+                att,
+                settings.max_new_tokens,
+                self.token_budget,
+                pad,
+            )
+            rationale_ids, features["token_embeddings"] = generated.rationale_ids, generated.hidden
+            completion_mask = rationale_mask(rationale_ids, end_ids)
+            seq_att = torch.cat([att, completion_mask], 1)
         features["sequence_mask"] = seq_att
         features["attention_mask"] = pooled_span_mask(prompt_span, completion_mask, self.span)
         features["rationale_ids"], features["rationale_mask"] = rationale_ids, completion_mask

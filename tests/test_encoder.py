@@ -36,7 +36,8 @@ def test_reloaded_model_saves_again_self_contained(grace_tiny, tmp_path):
     loaded.save_pretrained(str(tmp_path / "b"))
     modules = json.loads((tmp_path / "b" / "modules.json").read_text())
     assert modules[0]["type"] == "rationale_generator.RationaleGenerator"
-    for name in ("rationale_generator.py", "prompts.py", "spans.py", "generation.py", "pooling.py"):
+    module_files = ("prompts.py", "spans.py", "generation.py", "pooling.py", "single_pass.py", "batching.py")
+    for name in ("rationale_generator.py", *module_files):
         assert (tmp_path / "b" / name).exists(), name
     again = SentenceTransformer(str(tmp_path / "b"), trust_remote_code=True, device="cpu")
     np.testing.assert_array_equal(again.encode(TEXTS[:2]), grace_tiny.encode(TEXTS[:2]))

@@ -1,13 +1,17 @@
 """The vector is the mean, over exactly the documented tokens, of the last layer's hidden states, L2-normalised.
 
 The expected vectors are recomputed by hand: each row's ``prefix + text + suffix + rationale[: first end token]``
-run *alone* (no padding) through the backbone, averaged over everything but the instruction prefix.
+run *alone* (no padding) through the backbone, averaged over everything but the instruction prefix. The two-pass
+path gets rationales forced through ``generate``; the single pass (the default) is checked on sampled rationales
+whose end tokens are chosen so that rows end mid-way, at their first token, or never.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TEXTS
 
 from grace_st.modeling.pooling import embed_sequences
 
@@ -44,7 +48,8 @@ def _hand_vector(generator, text, rationale, pooled_from):
     return F.normalize(hidden[start:].mean(0), dim=-1)
 
 
-def test_vector_is_mean_over_text_glue_and_rationale_through_first_end_token(grace_tiny):
+def test_vector_is_mean_over_text_glue_and_rationale_through_first_end_token(build_tiny):
+    grace_tiny = build_tiny(single_pass=False)  # the forced rationales go through generate()
     generator = grace_tiny[0]
     end = generator.end_ids[0]
     rationales = [[40, 41, end, 42, 43], [50, 51, 52, 53, 54], [end, 60, 61]]  # end mid-way, no end, end first
@@ -58,7 +63,7 @@ def test_vector_is_mean_over_text_glue_and_rationale_through_first_end_token(gra
 
 
 def test_rationale_only_span(build_tiny):
-    model = build_tiny(span="rationale")
+    model = build_tiny(span="rationale", single_pass=False)
     generator = model[0]
     end = generator.end_ids[0]
     rationales = [[40, 41, end, 42], [50, 51, 52, 53]]
@@ -68,6 +73,24 @@ def test_rationale_only_span(build_tiny):
     for text, rationale, vector in zip(texts, rationales, got, strict=True):
         expected = _hand_vector(generator, text, rationale, pooled_from="rationale")
         assert torch.allclose(vector, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("span", ["input_and_rationale", "rationale"])
+def test_single_pass_vector_is_mean_over_the_documented_tokens(build_tiny, span):
+    model = build_tiny(span=span, do_sample=True, seed=0, max_new_tokens=8)
+    generator = model[0]
+    free = [out["rationale_ids"].tolist() for out in model.encode(TEXTS, output_value=None)]
+    # New end tokens: text 0's fourth token (it ends mid-way) and text 2's first (it ends at once).
+    generator.end_ids = sorted({*generator.end_ids, free[0][3], free[2][0]})
+    outs = model.encode(TEXTS, output_value=None)
+    lengths = [int(out["rationale_mask"].sum()) for out in outs]
+    assert lengths[0] == free[0].index(free[0][3]) + 1 < 8 and lengths[2] == 1
+    assert 8 in lengths, "some rationale runs to max_new_tokens without an end token"
+    for text, out in zip(TEXTS, outs, strict=True):
+        rationale = out["rationale_ids"].tolist()
+        expected = _hand_vector(generator, text, rationale, "text" if span == "input_and_rationale" else "rationale")
+        vector = out["sentence_embedding"]
+        assert torch.allclose(vector, expected, atol=1e-5), (text, (vector - expected).abs().max())
 
 
 def test_input_only_span_never_generates_and_pools_text_and_glue(build_tiny):

@@ -62,3 +62,16 @@ def test_cli_encode_twice_gives_identical_vectors(tmp_path):
         assert main(argv) == 0
         outputs.append(json.loads((tmp_path / name).read_text()))
     assert outputs[0]["rationale"] and outputs[0]["embedding"] == outputs[1]["embedding"]
+
+
+def test_single_pass_equals_two_pass_on_the_default_backbone(smollm_grace):
+    generator = smollm_grace[0]
+    one = smollm_grace.encode(TEXTS, batch_size=2, output_value=None)
+    generator.single_pass = False
+    try:
+        two = smollm_grace.encode(TEXTS, batch_size=2, output_value=None)
+    finally:
+        generator.single_pass = True
+    for a, b in zip(one, two, strict=True):
+        assert a["rationale_ids"].tolist() == b["rationale_ids"].tolist()
+        assert float(a["sentence_embedding"] @ b["sentence_embedding"]) > 1 - 1e-5

@@ -1,0 +1,231 @@
+"""How close GRACE encoding gets to the machine: one run, same texts, same settings, ratios side by side.
+
+Prints, on the embedded default backbone (SmolLM2-135M-Instruct, fp32), greedy decoding, ``--max-new-tokens`` new
+tokens, ``--threads`` torch threads and ``--texts`` mixed-length WordNet texts (definitions, example sentences, and
+definitions with their examples):
+
+1. the machine's fp32 matrix-multiply rate, measured in this run (best of a few square matmuls) right before and
+   right after every run below, since other work on a shared machine moves it;
+2. a naive baseline: per text, ``generate`` at batch 1, then a separate full forward with the LM head for the
+   hidden states, then mean pooling over the GRACE span;
+3. the library's ``model.encode`` at each ``--batch-sizes`` (single pass), and at the largest batch size with the
+   two-pass path (``single_pass=False``: ``generate``, then a second forward of the base model);
+4. per run: texts/s, generated tokens/s, useful GFLOP/s (2 x parameters x (prompt tokens + generated tokens) /
+   wall time) and its fraction of the higher adjacent matmul rate, peak RSS during the run, the largest cosine
+   distance to the naive vectors and how many rationales differ from the naive ones;
+5. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
+   batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs).
+
+    python benchmarks/encode_speed.py            # the full run (about 30-40 min on a 2-core CPU)
+    python benchmarks/encode_speed.py --texts 16 --batch-sizes 1 16 --max-new-tokens 16   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of ``size``-square matmuls with the current thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def benchmark_texts(count: int) -> list[str]:
+    """``count`` WordNet texts of mixed length, spread over the whole lexicon, in a fixed order."""
+    from grace_st.wordnet import load_synsets
+
+    synsets = [s for s in load_synsets() if s.examples]
+    step = max(1, len(synsets) // count)
+    texts = []
+    for i, synset in enumerate(synsets[::step][:count]):
+        kind = i % 3
+        if kind == 0:
+            texts.append(synset.definition)
+        elif kind == 1:
+            texts.append(synset.examples[0])
+        else:
+            texts.append(f"{synset.lemmas[0].replace('_', ' ')}: {synset.definition}; " + "; ".join(synset.examples))
+    return texts
+
+
+class PeakRss:
+    """Peak resident memory during a block: the kernel's high-water mark, reset on entry where Linux allows it."""
+
+    def __enter__(self) -> PeakRss:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            status = Path("/proc/self/status").read_text()
+            self.mb = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) / 1024
+        except (OSError, StopIteration):
+            self.mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def naive_encode(generator: Any, texts: list[str], max_new_tokens: int) -> dict[str, Any]:
+    """Per text: generate at batch 1, a full forward with the LM head for the hidden states, mean pooling."""
+    from transformers import GenerationConfig
+
+    from grace_st.modeling.prompts import build_prompt_batch
+    from grace_st.modeling.spans import rationale_mask
+
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=generator.end_ids,
+        pad_token_id=generator.pad_token_id,
+    )
+    template, model = generator.template(generator.instruction), generator.model
+    vectors, rationales, prompt_tokens, generated = [], [], 0, 0
+    for text in texts:
+        batch = build_prompt_batch(
+            generator.tokenizer, template, [text], generator.max_input_tokens, generator.pad_token_id
+        )
+        with torch.no_grad():
+            sequence = model.generate(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+            )
+            rationale = sequence[:, batch.input_ids.shape[1] :]
+            completion = rationale_mask(rationale, generator.end_ids)
+            hidden = model(input_ids=sequence, output_hidden_states=True).hidden_states[-1]
+        span = torch.cat([batch.span_mask, completion], dim=1)[0].bool()
+        vectors.append(F.normalize(hidden[0][span].mean(0), dim=-1))
+        rationales.append(rationale[0][completion[0].bool()].tolist())
+        prompt_tokens += int(batch.attention_mask.sum())
+        generated += int(completion.sum())
+    return {"vectors": torch.stack(vectors), "rationales": rationales, "prompt": prompt_tokens, "gen": generated}
+
+
+def library_encode(model: Any, texts: list[str], batch_size: int) -> dict[str, Any]:
+    outs = model.encode(texts, batch_size=batch_size, output_value=None)
+    return {
+        "vectors": torch.stack([out["sentence_embedding"].float() for out in outs]),
+        "rationales": [out["rationale_ids"][out["rationale_mask"].bool()].tolist() for out in outs],
+        "prompt": sum(int(out["sequence_mask"].sum() - out["rationale_mask"].sum()) for out in outs),
+        "gen": sum(int(out["rationale_mask"].sum()) for out in outs),
+    }
+
+
+def timed(run: Any) -> tuple[dict[str, Any], float, float, float]:
+    """Result, seconds and peak RSS of ``run``, and the matmul rate measured right before and after it (the higher).
+
+    Other work on a shared machine changes the rate over a long run; the rate next to each run, not one taken
+    minutes earlier, is what that run's fraction is honestly compared with.
+    """
+    before = matmul_gflops()
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        result = run()
+        seconds = time.perf_counter() - start
+    return result, seconds, rss.mb, max(before, matmul_gflops())
+
+
+def row(name: str, result: dict, seconds: float, rss: float, rate: float, params: int, naive: dict | None) -> dict:
+    texts = len(result["rationales"])
+    gflops = 2 * params * (result["prompt"] + result["gen"]) / seconds / 1e9
+    entry = {
+        "run": name,
+        "texts_per_s": texts / seconds,
+        "gen_tokens_per_s": result["gen"] / seconds,
+        "useful_gflops": gflops,
+        "flop_fraction": gflops / rate,
+        "matmul_gflops": rate,
+        "peak_rss_mb": rss,
+        "seconds": seconds,
+    }
+    if naive is not None:
+        cos = (result["vectors"] * naive["vectors"]).sum(-1)
+        entry["max_cos_distance"] = float((1 - cos).max())
+        entry["rationales_differ"] = sum(
+            a != b for a, b in zip(result["rationales"], naive["rationales"], strict=True)
+        )
+    return entry
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = ["run", "texts/s", "generated tok/s", "useful GFLOP/s", "matmul GFLOP/s", "of matmul", "peak RSS MB"]
+    columns += ["max cos dist"]
+    columns += ["rationales differ", "s"]
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for r in rows:
+        cos = f"{r['max_cos_distance']:.2e}" if "max_cos_distance" in r else "(reference)"
+        print(
+            f"| {r['run']} | {r['texts_per_s']:.3f} | {r['gen_tokens_per_s']:.1f} | {r['useful_gflops']:.1f} | "
+            f"{r['matmul_gflops']:.1f} | "
+            f"{r['flop_fraction']:.1%} | {r['peak_rss_mb']:.0f} | {cos} | {r.get('rationales_differ', '-')} | "
+            f"{r['seconds']:.1f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texts", type=int, default=128)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    from grace_st import build_grace_model
+
+    hf_logging.set_verbosity_error()
+    print(f"fp32 matmul rate at start: {matmul_gflops():.1f} GFLOP/s ({args.threads} threads, 2048^3, best of 5)")
+    texts = benchmark_texts(args.texts)
+    model = build_grace_model(max_new_tokens=args.max_new_tokens, device="cpu")
+    generator = model[0]
+    params = generator.model.num_parameters()
+    words = sorted(len(t.split()) for t in texts)
+    print(
+        f"{len(texts)} WordNet texts, {words[0]}-{words[-1]} words (median {words[len(words) // 2]}); "
+        f"{params / 1e6:.1f}M parameters; greedy, {args.max_new_tokens} new tokens",
+        flush=True,
+    )
+    model.encode(texts[:2], batch_size=2)  # warm-up
+    naive = timed(lambda: naive_encode(generator, texts, args.max_new_tokens))
+    rows = [row("naive (generate b=1 + full forward)", *naive, params, None)]
+    print(f"naive done in {naive[1]:.0f} s", flush=True)
+    results = {}
+    for batch_size in args.batch_sizes:
+        results[batch_size] = timed(lambda b=batch_size: library_encode(model, texts, b))
+        rows.append(row(f"library b={batch_size} single pass", *results[batch_size], params, naive[0]))
+        print(f"library b={batch_size} done in {results[batch_size][1]:.0f} s", flush=True)
+    largest = max(args.batch_sizes)
+    generator.single_pass = False
+    two_pass = timed(lambda: library_encode(model, texts, largest))
+    generator.single_pass = True
+    rows.append(row(f"library b={largest} two-pass", *two_pass, params, naive[0]))
+    print("each run's fraction is of the higher matmul rate measured right before and right after it")
+    print_table(rows)
+    by_name = {r["run"]: r for r in rows}
+    best = by_name[f"library b={largest} single pass"]
+    summary = {
+        "speedup_vs_naive": round(best["texts_per_s"] / rows[0]["texts_per_s"], 3),
+        "flop_fraction": round(best["flop_fraction"], 3),
+        "single_pass_speedup": round(best["texts_per_s"] / by_name[f"library b={largest} two-pass"]["texts_per_s"], 3),
+        "max_cos_distance": max(r["max_cos_distance"] for r in rows[1:]),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

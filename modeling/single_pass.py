@@ -1,0 +1,270 @@
+"""Single-pass rationale embeddings: read the pooled hidden states off the generation itself.
+
+Generation already runs every prompt token (in the prefill) and every generated token (in the decode step that
+consumes it) through all layers, so the hidden states GRACE pools exist while the rationale is written. The two-pass
+path (:func:`~.generation.generate_rationales`, then :func:`~.pooling.select_hidden_states` over
+``[prompt | rationale]``) computes them all a second time. This loop keeps them instead:
+
+- the prefill gives the prompt's hidden states; the LM head runs on the last position only (``logits_to_keep=1``),
+  and the instruction prefix that every prompt shares is run once for the batch, not once per row;
+- the decode step that consumes token ``t`` gives token ``t``'s hidden state and the logits for token ``t + 1``;
+- a row whose last token is its first end token (or the ``max_new_tokens``-th token) needs one more step for that
+  token's hidden state, and is then dropped from the batch (its KV cache rows go too), so finished rows cost nothing.
+
+Token choice follows ``generate_rationales`` exactly: a fresh configuration (no decoding defaults from the
+checkpoint), greedy argmax, or temperature and top-p warpers from transformers then ``torch.multinomial`` over the
+whole original batch, so that a ``seed`` draws the same tokens as ``generate`` does. The output has the same
+``(B, G)`` right-padded layout as ``generate_rationales``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from .generation import GenerationSettings, generate_rationales
+from .pooling import position_ids_from_mask, select_hidden_states
+from .spans import rationale_mask
+
+
+@dataclass
+class GeneratedBatch:
+    """Rationales and the hidden states of one layer over ``[prompt | rationale]``.
+
+    Attributes:
+        rationale_ids: ``(B, G)`` generated ids, right-padded with the pad id after each row's first end token.
+        hidden: ``(B, P + G, H)`` hidden states of the pooled layer. Positions after a row's first end token are
+            zeros (they were never computed); padding positions hold whatever the masked prefill gave them.
+    """
+
+    rationale_ids: torch.Tensor
+    hidden: torch.Tensor
+
+
+class _DecoderOutputs:
+    """Captures the decoder's own output during a causal-LM forward.
+
+    The causal-LM forward returns logits but not ``last_hidden_state``; asking for ``output_hidden_states`` would
+    keep every layer of the prefill alive. A forward hook on the decoder reads its output as it passes, so the LM
+    head and any logit post-processing stay the model's own.
+    """
+
+    def __init__(self, model: Any) -> None:
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        if not isinstance(decoder, torch.nn.Module) or decoder is model:
+            raise TypeError(
+                f"Single-pass encoding needs a causal LM with a separate decoder (get_decoder()), got "
+                f"{type(model).__name__}. Set single_pass=False on the RationaleGenerator to use the two-pass path."
+            )
+        self.decoder, self.output = decoder, None
+
+    def __enter__(self) -> _DecoderOutputs:
+        self._handle = self.decoder.register_forward_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    def _keep(self, module: Any, args: Any, output: Any) -> None:
+        self.output = output
+
+    def layer(self, layer: int) -> torch.Tensor:
+        """``(B, T, H)`` hidden states of ``layer`` from the last forward."""
+        if layer == -1:
+            return self.output.last_hidden_state
+        states = self.output.hidden_states
+        if not -len(states) <= layer < len(states):
+            raise ValueError(f"layer={layer} is out of range for a backbone with {len(states)} hidden-state layers.")
+        return states[layer]
+
+
+class _TokenChooser:
+    """Greedy argmax, or ``generate``'s sampling: temperature, top-p, then one multinomial draw per original row."""
+
+    def __init__(self, settings: GenerationSettings, batch_size: int) -> None:
+        self.settings, self.batch_size = settings, batch_size
+        warpers = []
+        if settings.do_sample and settings.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.do_sample and settings.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(settings.top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    def __call__(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Next token of each active row; ``rows`` are their indices in the original batch."""
+        if not self.settings.do_sample:
+            return logits.argmax(dim=-1)
+        probs = self.warpers(None, logits).softmax(dim=-1)
+        # generate() draws for every row of the batch, finished or not; one draw per original row keeps the
+        # random stream, hence the sampled tokens, the same as generate()'s for the same seed.
+        full = probs.new_zeros((self.batch_size, probs.shape[-1]))
+        full[:, 0] = 1.0
+        full[rows] = probs
+        return torch.multinomial(full, num_samples=1).squeeze(1)[rows]
+
+
+@torch.no_grad()
+def generate_with_hidden_states(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    settings: GenerationSettings,
+    end_ids: list[int],
+    pad_token_id: int,
+    layer: int = -1,
+) -> GeneratedBatch:
+    """Generate one rationale per left-padded prompt and return it with ``layer``'s hidden states, in one pass.
+
+    Equal (up to float rounding) to ``generate_rationales`` followed by ``select_hidden_states`` over
+    ``[prompt | rationale]`` with the rationale mask as attention mask; the tests hold the two equal.
+    """
+    with torch.random.fork_rng(devices=[] if input_ids.device.type == "cpu" else [input_ids.device]):
+        if settings.do_sample and settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        with _DecoderOutputs(model) as captured:
+            return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading real tokens every row of a left-padded batch has in common (0: none, or not worth it).
+
+    GRACE prompts all start with the same instruction prefix, often most of the prompt; its keys and values are
+    the same in every row (same tokens, same positions, nothing before them), so they are computed once. At least
+    one token of each row is left to prefill, and a mask that is not plain left padding shares nothing.
+
+    >>> shared_prefix_length(torch.tensor([[0, 7, 8, 5], [7, 8, 6, 2]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
+    2
+    """
+    lengths = attention_mask.sum(dim=1)
+    if input_ids.shape[0] < 2 or int(lengths.min()) < 2:
+        return 0
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    starts = input_ids.shape[1] - lengths
+    if not torch.equal(attention_mask.bool(), columns[None, :] >= starts[:, None]):
+        return 0
+    shortest = int(lengths.min())
+    aligned = input_ids.gather(1, starts[:, None] + columns[None, :shortest])  # (B, shortest) real tokens
+    differs = (aligned != aligned[:1]).any(dim=0).nonzero()
+    common = int(differs[0]) if differs.numel() else shortest
+    return min(common, shortest - 1)
+
+
+def _prefill_shared(
+    model: Any,
+    captured: _DecoderOutputs,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    shared: int,
+    cache: DynamicCache,
+    common: dict[str, Any],
+    layer: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefill the shared prefix once, copy its cache to every row, then prefill each row's rest.
+
+    The cache is laid out ``[prefix | padding | rest]`` (padding masked, positions counted over real tokens only,
+    so each row sees what it would see alone). Returns the last logits, the prompt's hidden states in the
+    caller's ``[padding | prefix | rest]`` layout, the attention mask and the positions of the cache's columns.
+    """
+    batch, width = input_ids.shape
+    lengths = attention_mask.sum(dim=1)
+    first = width - int(lengths[0])
+    captured.decoder(
+        input_ids=input_ids[:1, first : first + shared], cache=cache, use_cache=True, output_hidden_states=layer != -1
+    )
+    prefix_hidden = captured.layer(layer)[0]  # (S, H)
+    cache.batch_repeat_interleave(batch)
+    rest_lengths = lengths - shared
+    rest = int(rest_lengths.max())
+    rest_mask = (torch.arange(rest, device=input_ids.device)[None, :] >= (rest - rest_lengths)[:, None]).long()
+    mask = torch.cat([attention_mask.new_ones((batch, shared)), rest_mask.to(attention_mask.dtype)], dim=1)
+    positions = position_ids_from_mask(mask)
+    out = model(
+        input_ids=input_ids[:, width - rest :],
+        attention_mask=mask,
+        position_ids=positions[:, shared:],
+        cache=cache,
+        **common,
+    )
+    rest_hidden = captured.layer(layer)  # (B, R, H)
+    hidden = rest_hidden.new_zeros((batch, width, rest_hidden.shape[-1]))
+    hidden[:, width - rest :] = rest_hidden
+    for row, start in enumerate((width - lengths).tolist()):
+        hidden[row, start : start + shared] = prefix_hidden
+    return out.logits[:, -1].to(dtype=torch.float32), hidden, mask, positions
+
+
+def _decode(
+    model: Any,
+    captured: _DecoderOutputs,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    settings: GenerationSettings,
+    end_ids: list[int],
+    pad_token_id: int,
+    layer: int,
+) -> GeneratedBatch:
+    batch, steps, device = input_ids.shape[0], settings.max_new_tokens, input_ids.device
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    common = {"use_cache": True, "output_hidden_states": layer != -1, **keep_last}
+    cache = DynamicCache(config=model.config)
+    shared = shared_prefix_length(input_ids, attention_mask)
+    if shared:
+        logits, prompt_hidden, mask, positions = _prefill_shared(
+            model, captured, input_ids, attention_mask, shared, cache, common, layer
+        )
+    else:
+        mask, positions = attention_mask, position_ids_from_mask(attention_mask)
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, **common)
+        logits, prompt_hidden = logits.logits[:, -1].to(dtype=torch.float32), captured.layer(layer)
+    generated = torch.full((batch, steps), pad_token_id, dtype=torch.long, device=device)
+    gen_hidden = prompt_hidden.new_zeros((batch, steps, prompt_hidden.shape[-1]))
+    choose = _TokenChooser(settings, batch)
+    ends = torch.tensor(end_ids, device=device)
+    rows = torch.arange(batch, device=device)  # original index of each row still in the batch
+    next_position = positions[:, -1] + 1
+    used = 0
+    for step in range(steps):
+        tokens = choose(logits, rows)
+        generated[rows, step], used = tokens, step + 1
+        finished = torch.isin(tokens, ends) if step + 1 < steps else torch.ones_like(tokens, dtype=torch.bool)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        step_inputs = dict(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None])
+        if bool(finished.all()):  # no next token to choose: the decoder alone gives the last hidden states
+            captured.decoder(**step_inputs, cache=cache, use_cache=True, output_hidden_states=layer != -1)
+        else:
+            logits = model(**step_inputs, cache=cache, **common).logits[:, -1].to(dtype=torch.float32)
+        gen_hidden[rows, step] = captured.layer(layer)[:, -1]
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            rows, mask, next_position, logits = rows[keep], mask[keep], next_position[keep], logits[keep]
+            cache.batch_select_indices(keep)
+        next_position = next_position + 1
+    hidden = torch.cat([prompt_hidden, gen_hidden[:, :used]], dim=1)
+    return GeneratedBatch(rationale_ids=generated[:, :used], hidden=hidden)
+
+
+@torch.no_grad()
+def generate_then_forward(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    settings: GenerationSettings,
+    end_ids: list[int],
+    pad_token_id: int,
+    layer: int = -1,
+) -> GeneratedBatch:
+    """The two-pass path, same output: ``generate``, then the backbone without its LM head over
+    ``[prompt | rationale]`` (padding after each row's first end token masked out).
+
+    Kept for backbones the single pass cannot drive and as the benchmark's reference; the vectors are the same.
+    """
+    rationale_ids = generate_rationales(model, input_ids, attention_mask, settings, end_ids, pad_token_id)
+    mask = torch.cat([attention_mask, rationale_mask(rationale_ids, end_ids)], dim=1)
+    hidden = select_hidden_states(model, torch.cat([input_ids, rationale_ids], dim=1), mask, layer)
+    return GeneratedBatch(rationale_ids=rationale_ids, hidden=hidden)
