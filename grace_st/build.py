@@ -107,13 +107,18 @@ def save_grace_model(model: SentenceTransformer, output_dir: str | os.PathLike, 
     try:
         model.save_pretrained(str(tmp))
         export_remote_code(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def swap_into_place(complete: Path, target: Path) -> None:
+    """Rename the finished folder ``complete`` to ``target``, replacing an existing ``target`` only at the end."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(complete, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(complete, target)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from ..build import build_grace_model, save_grace_model
+from ..build import build_grace_model, save_grace_model, swap_into_place
 from .config import GraceConfig
 
 
@@ -61,16 +61,6 @@ def save_trained_model(model: SentenceTransformer, output_dir: str | os.PathLike
     (saved / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if checkpoints.exists():
         os.replace(checkpoints, saved / CHECKPOINTS)  # same filesystem: an atomic move
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(saved, target)
-        _remove(old)
-    else:
-        os.replace(saved, target)
-    _remove(staging)
+    swap_into_place(saved, target)
+    shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
