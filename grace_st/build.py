@@ -25,7 +25,16 @@ from .rationale_generator import RationaleGenerator
 
 
 REMOTE_MODULE_REF = "rationale_generator.RationaleGenerator"
-_REMOTE_FILES = ("batching.py", "generation.py", "pooling.py", "prompts.py", "single_pass.py", "spans.py")
+_REMOTE_FILES = (
+    "batching.py",
+    "cpu_lm_head.py",
+    "generation.py",
+    "pooling.py",
+    "prompts.py",
+    "single_pass.py",
+    "slot_cache.py",
+    "spans.py",
+)
 
 
 def build_grace_model(

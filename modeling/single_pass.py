@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+from .cpu_lm_head import onednn_lm_head
 from .generation import GenerationSettings, generate_rationales
 from .pooling import position_ids_from_mask, select_hidden_states
+from .slot_cache import compaction_order, decode_cache
 from .spans import rationale_mask
 
 
@@ -125,7 +127,7 @@ def generate_with_hidden_states(
     with torch.random.fork_rng(devices=[] if input_ids.device.type == "cpu" else [input_ids.device]):
         if settings.do_sample and settings.seed is not None:
             torch.manual_seed(settings.seed)
-        with _DecoderOutputs(model) as captured:
+        with _DecoderOutputs(model) as captured, onednn_lm_head(model):
             return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
 
 
@@ -210,7 +212,7 @@ def _decode(
     batch, steps, device = input_ids.shape[0], settings.max_new_tokens, input_ids.device
     keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     common = {"use_cache": True, "output_hidden_states": layer != -1, **keep_last}
-    cache = DynamicCache(config=model.config)
+    cache = decode_cache(model.config, capacity=input_ids.shape[1] + steps)
     shared = shared_prefix_length(input_ids, attention_mask)
     if shared:
         logits, prompt_hidden, mask, positions = _prefill_shared(
@@ -239,9 +241,9 @@ def _decode(
             logits = model(**step_inputs, cache=cache, **common).logits[:, -1].to(dtype=torch.float32)
         gen_hidden[rows, step] = captured.layer(layer)[:, -1]
         if bool(finished.any()):
-            keep = (~finished).nonzero().squeeze(1)
-            if keep.numel() == 0:
+            if bool(finished.all()):
                 break
+            keep = compaction_order(finished)
             rows, mask, next_position, logits = rows[keep], mask[keep], next_position[keep], logits[keep]
             cache.batch_select_indices(keep)
         next_position = next_position + 1

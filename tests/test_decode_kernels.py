@@ -1,0 +1,104 @@
+"""The single pass's CPU decode machinery gives transformers' own results: the slot KV cache and the oneDNN LM head.
+
+The end-to-end equality (single pass == generate then forward) is in ``test_single_pass.py``; these tests pin the
+pieces on their own so a failure names the piece.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicLayer
+
+from grace_st.modeling.cpu_lm_head import onednn_lm_head
+from grace_st.modeling.slot_cache import SlotLayer, compaction_order, decode_cache
+
+
+def _config(**overrides) -> LlamaConfig:
+    settings = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2)
+    settings.update(num_attention_heads=4, num_key_value_heads=2, **overrides)
+    return LlamaConfig(**settings)
+
+
+def test_compaction_moves_only_survivors_from_behind_into_the_holes():
+    finished = torch.tensor([False, True, True, False, False, True, False])
+    order = compaction_order(finished)
+    assert order.tolist() == [0, 4, 6, 3]  # rows 0 and 3 stay; 4 and 6 fill the holes at 1 and 2
+    assert sorted(order.tolist()) == (~finished).nonzero().squeeze(1).tolist()
+    assert compaction_order(torch.tensor([True, False])).tolist() == [1]
+    assert compaction_order(torch.tensor([False, False])).tolist() == [0, 1]
+
+
+def test_slot_layer_holds_what_a_dynamic_layer_holds_through_prefix_fanout_steps_and_row_drops():
+    generator = torch.Generator().manual_seed(0)
+
+    def states(rows: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.randn((rows, 2, new, 4), generator=generator) for _ in range(2))
+
+    slot, dynamic = SlotLayer(capacity=12), DynamicLayer()
+    prefix = states(1, 3)  # the shared prefix: one row, then one copy per row
+    for layer in (slot, dynamic):
+        layer.update(*prefix)
+        layer.batch_repeat_interleave(5)
+    rest = states(5, 2)
+    steps = [rest, *(states(n, 1) for n in (5, 5, 3, 3, 2))]
+    drops = {2: torch.tensor([False, True, False, False, True]), 4: torch.tensor([True, False, False])}
+    for step, new in enumerate(steps):
+        slot_out, dynamic_out = slot.update(*new), dynamic.update(*new)
+        for got, want in zip(slot_out, dynamic_out, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert slot.get_seq_length() == dynamic.get_seq_length()
+        if step in drops:
+            order = compaction_order(drops[step])
+            slot.batch_select_indices(order)
+            dynamic.batch_select_indices(order)
+    with pytest.raises(RuntimeError, match="holds 12 positions"):
+        slot.update(*states(1, 10))
+
+
+def test_full_attention_backbones_get_slots_and_others_keep_transformers_cache():
+    assert all(isinstance(layer, SlotLayer) for layer in decode_cache(_config(), capacity=8).layers)
+    sliding = decode_cache(_config(layer_types=["sliding_attention", "full_attention"], sliding_window=4), 8)
+    assert isinstance(sliding, DynamicCache)
+    assert not any(isinstance(layer, SlotLayer) for layer in sliding.layers)
+
+
+def test_slot_cache_decode_matches_the_dynamic_cache_through_the_model():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config()).eval()
+    ids = torch.randint(0, 64, (3, 6))
+    results = []
+    for cache in (decode_cache(model.config, capacity=10), DynamicCache(config=model.config)):
+        with torch.no_grad():
+            logits = [model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1]]
+            for step in range(4):
+                logits.append(model(input_ids=ids[:, step : step + 1], cache=cache, use_cache=True).logits[:, -1])
+        results.append(torch.stack(logits))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_onednn_lm_head_gives_the_same_logits_and_restores_the_module():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config()).eval()
+    ids = torch.randint(0, 64, (4, 5))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with onednn_lm_head(model):
+            assert "forward" in vars(model.lm_head)
+            fast = model(input_ids=ids).logits
+    assert "forward" not in vars(model.lm_head)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_lm_head_leaves_wrapped_or_non_fp32_heads_alone():
+    model = LlamaForCausalLM(_config()).eval()
+    sentinel = model.lm_head.forward
+    model.lm_head.forward = sentinel  # what accelerate's hooks do: a forward of the instance's own
+    with onednn_lm_head(model):
+        assert model.lm_head.forward is sentinel
+    del model.lm_head.forward
+    model.to(torch.bfloat16)
+    with onednn_lm_head(model):
+        assert "forward" not in vars(model.lm_head)
