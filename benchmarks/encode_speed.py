@@ -4,14 +4,15 @@ Prints, on the embedded default backbone (SmolLM2-135M-Instruct, fp32), greedy d
 tokens, ``--threads`` torch threads and ``--texts`` mixed-length WordNet texts (definitions, example sentences, and
 definitions with their examples):
 
-1. the machine's fp32 matrix-multiply rate, measured in this run (best of a few square matmuls) right before and
-   right after every run below, since other work on a shared machine moves it;
+1. the machine's fp32 matrix-multiply rate, measured in this run (best of a few square matmuls) before, every 5 s
+   during (the run paused between two forward calls, the pause not counted) and after every run below, since
+   other tenants of a shared machine move it by tens of percent within a minute; the median is that run's rate;
 2. a naive baseline: per text, ``generate`` at batch 1, then a separate full forward with the LM head for the
    hidden states, then mean pooling over the GRACE span;
 3. the library's ``model.encode`` at each ``--batch-sizes`` (single pass), and at the largest batch size with the
    two-pass path (``single_pass=False``: ``generate``, then a second forward of the base model);
 4. per run: texts/s, generated tokens/s, useful GFLOP/s (2 x parameters x (prompt tokens + generated tokens) /
-   wall time) and its fraction of the higher adjacent matmul rate, peak RSS during the run, the largest cosine
+   wall time) and its fraction of that run's matmul rate, peak RSS during the run, the largest cosine
    distance to the naive vectors and how many rationales differ from the naive ones;
 5. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
    batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -125,22 +127,53 @@ def library_encode(model: Any, texts: list[str], batch_size: int) -> dict[str, A
     }
 
 
-def timed(run: Any) -> tuple[dict[str, Any], float, float, float]:
-    """Result, seconds and peak RSS of ``run``, and the matmul rate measured right before and after it (the higher).
+class MatmulSampler:
+    """The matmul rate measured before, during (every ``interval`` seconds, between two forward calls) and after a run.
 
-    Other work on a shared machine changes the rate over a long run; the rate next to each run, not one taken
-    minutes earlier, is what that run's fraction is honestly compared with.
+    On a shared virtual machine the rate moves by tens of percent within a minute (other tenants' load), so a rate
+    taken minutes away from a run says little about the machine during it. The sampler pauses the run between two
+    forward calls of ``model``, measures, and keeps the pause out of the run's wall time; the run is compared with
+    the median of its samples.
     """
-    before = matmul_gflops()
-    with PeakRss() as rss:
+
+    def __init__(self, model: torch.nn.Module, interval: float = 5.0) -> None:
+        self.model, self.interval, self.samples, self.paused = model, interval, [], 0.0
+
+    def __enter__(self) -> MatmulSampler:
+        self.samples.append(matmul_gflops(repeats=3))
+        self.last = time.perf_counter()
+        self.handle = self.model.register_forward_pre_hook(self._maybe_sample)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+        self.samples.append(matmul_gflops(repeats=3))
+
+    def _maybe_sample(self, module: Any, args: Any) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.samples.append(matmul_gflops(repeats=3))
+            self.last = time.perf_counter()
+            self.paused += self.last - now
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.samples)
+
+
+def timed(model: torch.nn.Module, run: Any) -> tuple[dict[str, Any], float, float, MatmulSampler]:
+    """Result, seconds (sampling pauses excluded) and peak RSS of ``run``, and the matmul rates sampled around it."""
+    with MatmulSampler(model) as sampler, PeakRss() as rss:
         start = time.perf_counter()
         result = run()
-        seconds = time.perf_counter() - start
-    return result, seconds, rss.mb, max(before, matmul_gflops())
+        seconds = time.perf_counter() - start - sampler.paused
+    return result, seconds, rss.mb, sampler
 
 
-def row(name: str, result: dict, seconds: float, rss: float, rate: float, params: int, naive: dict | None) -> dict:
-    texts = len(result["rationales"])
+def row(
+    name: str, result: dict, seconds: float, rss: float, sampler: MatmulSampler, params: int, naive: dict | None
+) -> dict:
+    texts, rate = len(result["rationales"]), sampler.rate
     gflops = 2 * params * (result["prompt"] + result["gen"]) / seconds / 1e9
     entry = {
         "run": name,
@@ -149,6 +182,7 @@ def row(name: str, result: dict, seconds: float, rss: float, rate: float, params
         "useful_gflops": gflops,
         "flop_fraction": gflops / rate,
         "matmul_gflops": rate,
+        "matmul_range": (min(sampler.samples), max(sampler.samples), len(sampler.samples)),
         "peak_rss_mb": rss,
         "seconds": seconds,
     }
@@ -162,18 +196,17 @@ def row(name: str, result: dict, seconds: float, rss: float, rate: float, params
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["run", "texts/s", "generated tok/s", "useful GFLOP/s", "matmul GFLOP/s", "of matmul", "peak RSS MB"]
-    columns += ["max cos dist"]
-    columns += ["rationales differ", "s"]
+    columns = ["run", "texts/s", "generated tok/s", "useful GFLOP/s", "matmul GFLOP/s (median)", "of matmul"]
+    columns += ["matmul min-max (samples)", "peak RSS MB", "max cos dist", "rationales differ", "s"]
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for r in rows:
-        cos = f"{r['max_cos_distance']:.2e}" if "max_cos_distance" in r else "(reference)"
-        print(
-            f"| {r['run']} | {r['texts_per_s']:.3f} | {r['gen_tokens_per_s']:.1f} | {r['useful_gflops']:.1f} | "
-            f"{r['matmul_gflops']:.1f} | "
-            f"{r['flop_fraction']:.1%} | {r['peak_rss_mb']:.0f} | {cos} | {r.get('rationales_differ', '-')} | "
-            f"{r['seconds']:.1f} |"
-        )
+        low, high, count = r["matmul_range"]
+        cells = [r["run"], f"{r['texts_per_s']:.3f}", f"{r['gen_tokens_per_s']:.1f}", f"{r['useful_gflops']:.1f}"]
+        cells += [f"{r['matmul_gflops']:.1f}", f"{r['flop_fraction']:.1%}", f"{low:.0f}-{high:.0f} ({count})"]
+        cells += [f"{r['peak_rss_mb']:.0f}"]
+        cells += [f"{r['max_cos_distance']:.2e}" if "max_cos_distance" in r else "(reference)"]
+        cells += [str(r.get("rationales_differ", "-")), f"{r['seconds']:.1f}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -201,20 +234,20 @@ def main() -> None:
         flush=True,
     )
     model.encode(texts[:2], batch_size=2)  # warm-up
-    naive = timed(lambda: naive_encode(generator, texts, args.max_new_tokens))
+    naive = timed(generator.model, lambda: naive_encode(generator, texts, args.max_new_tokens))
     rows = [row("naive (generate b=1 + full forward)", *naive, params, None)]
     print(f"naive done in {naive[1]:.0f} s", flush=True)
     results = {}
     for batch_size in args.batch_sizes:
-        results[batch_size] = timed(lambda b=batch_size: library_encode(model, texts, b))
+        results[batch_size] = timed(generator.model, lambda b=batch_size: library_encode(model, texts, b))
         rows.append(row(f"library b={batch_size} single pass", *results[batch_size], params, naive[0]))
         print(f"library b={batch_size} done in {results[batch_size][1]:.0f} s", flush=True)
     largest = max(args.batch_sizes)
     generator.single_pass = False
-    two_pass = timed(lambda: library_encode(model, texts, largest))
+    two_pass = timed(generator.model, lambda: library_encode(model, texts, largest))
     generator.single_pass = True
     rows.append(row(f"library b={largest} two-pass", *two_pass, params, naive[0]))
-    print("each run's fraction is of the higher matmul rate measured right before and right after it")
+    print("each run's fraction is of the median matmul rate sampled before, every 5 s during (paused), and after it")
     print_table(rows)
     by_name = {r["run"]: r for r in rows}
     best = by_name[f"library b={largest} single pass"]
