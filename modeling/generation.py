@@ -7,6 +7,8 @@ but only greedy vectors are independent of batch composition.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,19 @@ def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
+@contextmanager
+def seeded_sampling(settings: GenerationSettings, device: torch.device) -> Iterator[None]:
+    """Within the block, random draws start from ``settings.seed`` when sampling with a seed.
+
+    The draws come from a forked generator state, so a seeded encode neither depends on nor disturbs the caller's
+    random stream (a training loop's, for instance).
+    """
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        if settings.do_sample and settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        yield
+
+
 def generate_rationales(
     model: Any,
     input_ids: torch.Tensor,
@@ -79,8 +94,6 @@ def generate_rationales(
         pad_token_id=pad_token_id,
         **({"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0} if settings.do_sample else {}),
     )
-    with torch.random.fork_rng(devices=[] if input_ids.device.type == "cpu" else [input_ids.device]):
-        if settings.do_sample and settings.seed is not None:
-            torch.manual_seed(settings.seed)
+    with seeded_sampling(settings, input_ids.device):
         sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
     return sequences[:, input_ids.shape[1] :]

@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .cpu_lm_head import onednn_lm_head
-from .generation import GenerationSettings, generate_rationales
+from .generation import GenerationSettings, generate_rationales, seeded_sampling
 from .pooling import position_ids_from_mask, select_hidden_states
 from .slot_cache import compaction_order, decode_cache
 from .spans import rationale_mask
@@ -124,11 +124,8 @@ def generate_with_hidden_states(
     Equal (up to float rounding) to ``generate_rationales`` followed by ``select_hidden_states`` over
     ``[prompt | rationale]`` with the rationale mask as attention mask; the tests hold the two equal.
     """
-    with torch.random.fork_rng(devices=[] if input_ids.device.type == "cpu" else [input_ids.device]):
-        if settings.do_sample and settings.seed is not None:
-            torch.manual_seed(settings.seed)
-        with _DecoderOutputs(model) as captured, onednn_lm_head(model):
-            return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
+    with seeded_sampling(settings, input_ids.device), _DecoderOutputs(model) as captured, onednn_lm_head(model):
+        return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
