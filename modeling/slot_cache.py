@@ -31,14 +31,21 @@ class SlotLayer(DynamicLayer):
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity, self.rows, self.length = capacity, 0, 0
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device, self.is_initialized = key_states.device, True
-        self.key_buffer = self.value_buffer = None
 
     def _allocate(self, rows: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.key_buffer = key_states.new_empty((rows, key_states.shape[1], self.capacity, key_states.shape[3]))
         self.value_buffer = value_states.new_empty((rows, value_states.shape[1], self.capacity, value_states.shape[3]))
+
+    def _expose(self, rows: int) -> None:
+        """Point ``keys``/``values`` (what attention and transformers read) at the active rows' filled columns."""
+        self.rows = rows
+        self.keys = self.key_buffer[:rows, :, : self.length]
+        self.values = self.value_buffer[:rows, :, : self.length]
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
@@ -54,9 +61,8 @@ class SlotLayer(DynamicLayer):
             raise RuntimeError(f"SlotLayer has {self.rows} active rows, the step brought {rows}.")
         self.key_buffer[:rows, :, self.length : self.length + new] = key_states
         self.value_buffer[:rows, :, self.length : self.length + new] = value_states
-        self.rows, self.length = rows, self.length + new
-        self.keys = self.key_buffer[:rows, :, : self.length]
-        self.values = self.value_buffer[:rows, :, : self.length]
+        self.length += new
+        self._expose(rows)
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -72,9 +78,7 @@ class SlotLayer(DynamicLayer):
         self._allocate(repeats, keys, values)
         self.key_buffer[:, :, : self.length] = keys
         self.value_buffer[:, :, : self.length] = values
-        self.rows = repeats
-        self.keys = self.key_buffer[:, :, : self.length]
-        self.values = self.value_buffer[:, :, : self.length]
+        self._expose(repeats)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep rows ``indices`` (new row ``i`` = old row ``indices[i]``), copying only the rows that move."""
@@ -86,9 +90,7 @@ class SlotLayer(DynamicLayer):
             sources = indices[moved]  # the gather on the right is materialised before the write: overlaps are safe
             self.key_buffer[moved, :, : self.length] = self.key_buffer[sources, :, : self.length]
             self.value_buffer[moved, :, : self.length] = self.value_buffer[sources, :, : self.length]
-        self.rows = indices.numel()
-        self.keys = self.key_buffer[: self.rows, :, : self.length]
-        self.values = self.value_buffer[: self.rows, :, : self.length]
+        self._expose(indices.numel())
 
 
 def compaction_order(finished: torch.Tensor) -> torch.Tensor:
