@@ -27,6 +27,7 @@ from .rationale_generator import RationaleGenerator
 REMOTE_MODULE_REF = "rationale_generator.RationaleGenerator"
 _REMOTE_FILES = (
     "batching.py",
+    "cpu_decode_attention.py",
     "cpu_lm_head.py",
     "generation.py",
     "pooling.py",

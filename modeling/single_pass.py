@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+from .cpu_decode_attention import cpu_decode_attention
 from .cpu_lm_head import onednn_lm_head
 from .generation import GenerationSettings, generate_rationales, seeded_sampling
 from .pooling import position_ids_from_mask, select_hidden_states
@@ -124,7 +125,12 @@ def generate_with_hidden_states(
     Equal (up to float rounding) to ``generate_rationales`` followed by ``select_hidden_states`` over
     ``[prompt | rationale]`` with the rationale mask as attention mask; the tests hold the two equal.
     """
-    with seeded_sampling(settings, input_ids.device), _DecoderOutputs(model) as captured, onednn_lm_head(model):
+    with (
+        seeded_sampling(settings, input_ids.device),
+        _DecoderOutputs(model) as captured,
+        onednn_lm_head(model),
+        cpu_decode_attention(model),
+    ):
         return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
 
 

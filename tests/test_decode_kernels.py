@@ -1,4 +1,5 @@
-"""The single pass's CPU decode machinery gives transformers' own results: the slot KV cache and the oneDNN LM head.
+"""The single pass's CPU decode machinery gives transformers' own results: the slot KV cache, the oneDNN LM head and
+the decode-step attention.
 
 The end-to-end equality (single pass == generate then forward) is in ``test_single_pass.py``; these tests pin the
 pieces on their own so a failure names the piece.
@@ -10,7 +11,9 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from grace_st.modeling.cpu_decode_attention import IMPLEMENTATION, cpu_decode_attention, decode_attention
 from grace_st.modeling.cpu_lm_head import onednn_lm_head
 from grace_st.modeling.slot_cache import SlotLayer, compaction_order, decode_cache
 
@@ -102,3 +105,67 @@ def test_onednn_lm_head_leaves_wrapped_or_non_fp32_heads_alone():
     model.to(torch.bfloat16)
     with onednn_lm_head(model):
         assert "forward" not in vars(model.lm_head)
+
+
+def _attention_inputs(queries: int, mask_kind: str) -> tuple:
+    generator = torch.Generator().manual_seed(queries)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    query = torch.randn((4, 6, queries, 8), generator=generator)
+    cached = torch.randn((2, 4, 2, 20, 8), generator=generator)  # a slot buffer: 20 columns, 11 filled
+    key, value = cached[0, :, :, :11], cached[1, :, :, :11]
+    mask = None
+    if mask_kind != "none":
+        mask = torch.ones((4, 1, queries, 11), dtype=torch.bool)
+        mask[1, ..., :3] = False  # left padding of row 1
+        if mask_kind == "float":
+            mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    return module, query, key, value, mask
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "none"])
+def test_decode_attention_equals_sdpa_for_grouped_heads_on_a_cache_view(mask_kind):
+    module, query, key, value, mask = _attention_inputs(1, mask_kind)
+    got, _ = decode_attention(module, query, key, value, mask, scaling=0.3)
+    want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    assert got.shape == want.shape == (4, 1, 6, 8)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_attention_hands_prefill_and_other_features_to_sdpa():
+    module, query, key, value, mask = _attention_inputs(5, "bool")
+    got, _ = decode_attention(module, query, key, value, mask)
+    want, _ = sdpa_attention_forward(module, query, key, value, mask)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)  # the very same call
+    module, query, key, value, mask = _attention_inputs(1, "bool")
+    windowed, _ = decode_attention(module, query, key, value, mask, sliding_window=4)
+    torch.testing.assert_close(windowed, sdpa_attention_forward(module, query, key, value, mask)[0], rtol=0, atol=0)
+
+
+def _decode_logits(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        logits = [model(input_ids=ids, attention_mask=mask, cache=cache).logits[:, -1]]
+        for step in range(steps):
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            logits.append(model(input_ids=ids[:, step : step + 1], attention_mask=mask, cache=cache).logits[:, -1])
+    return torch.stack(logits)
+
+
+def test_cpu_decode_attention_gives_the_models_logits_and_restores_its_setting():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config()).eval()
+    ids, mask = torch.randint(0, 64, (3, 6)), torch.ones(3, 6, dtype=torch.long)
+    mask[0, :2] = 0  # left padding
+    plain = _decode_logits(model, ids, mask, steps=3)
+    with cpu_decode_attention(model):
+        assert model.config._attn_implementation == IMPLEMENTATION
+        fast = _decode_logits(model, ids, mask, steps=3)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="the block fails"), cpu_decode_attention(model):
+        raise ValueError("the block fails")
+    assert model.config._attn_implementation == "sdpa"
+    model.to(torch.bfloat16)
+    with cpu_decode_attention(model):
+        assert model.config._attn_implementation == "sdpa"  # not fp32: left alone
