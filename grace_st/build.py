@@ -28,7 +28,7 @@ REMOTE_MODULE_REF = "rationale_generator.RationaleGenerator"
 _REMOTE_FILES = (
     "batching.py",
     "cpu_decode_attention.py",
-    "cpu_lm_head.py",
+    "cpu_linears.py",
     "generation.py",
     "pooling.py",
     "prompts.py",

@@ -20,6 +20,8 @@ whole original batch, so that a ``seed`` draws the same tokens as ``generate`` d
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .cpu_decode_attention import cpu_decode_attention
-from .cpu_lm_head import onednn_lm_head
+from .cpu_linears import onednn_linears
 from .generation import GenerationSettings, generate_rationales, seeded_sampling
 from .pooling import position_ids_from_mask, select_hidden_states
 from .slot_cache import compaction_order, decode_cache
@@ -110,6 +112,17 @@ class _TokenChooser:
         return torch.multinomial(full, num_samples=1).squeeze(1)[rows]
 
 
+@contextmanager
+def cpu_kernels(model: Any, input_ids: torch.Tensor) -> Iterator[None]:
+    """The CPU decode kernels both encode paths run under: packed oneDNN linears and ``bmm`` decode attention.
+
+    Both leave other devices and dtypes alone; the two paths share them so that the single pass's measured gain over
+    the two-pass path is the single pass's own.
+    """
+    with onednn_linears(model, rows=input_ids.shape[0]), cpu_decode_attention(model):
+        yield
+
+
 @torch.no_grad()
 def generate_with_hidden_states(
     model: Any,
@@ -128,8 +141,7 @@ def generate_with_hidden_states(
     with (
         seeded_sampling(settings, input_ids.device),
         _DecoderOutputs(model) as captured,
-        onednn_lm_head(model),
-        cpu_decode_attention(model),
+        cpu_kernels(model, input_ids),
     ):
         return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
 
@@ -269,7 +281,8 @@ def generate_then_forward(
 
     Kept for backbones the single pass cannot drive and as the benchmark's reference; the vectors are the same.
     """
-    rationale_ids = generate_rationales(model, input_ids, attention_mask, settings, end_ids, pad_token_id)
-    mask = torch.cat([attention_mask, rationale_mask(rationale_ids, end_ids)], dim=1)
-    hidden = select_hidden_states(model, torch.cat([input_ids, rationale_ids], dim=1), mask, layer)
+    with cpu_kernels(model, input_ids):
+        rationale_ids = generate_rationales(model, input_ids, attention_mask, settings, end_ids, pad_token_id)
+        mask = torch.cat([attention_mask, rationale_mask(rationale_ids, end_ids)], dim=1)
+        hidden = select_hidden_states(model, torch.cat([input_ids, rationale_ids], dim=1), mask, layer)
     return GeneratedBatch(rationale_ids=rationale_ids, hidden=hidden)

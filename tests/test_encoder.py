@@ -37,7 +37,7 @@ def test_reloaded_model_saves_again_self_contained(grace_tiny, tmp_path):
     modules = json.loads((tmp_path / "b" / "modules.json").read_text())
     assert modules[0]["type"] == "rationale_generator.RationaleGenerator"
     module_files = ("prompts.py", "spans.py", "generation.py", "pooling.py", "single_pass.py", "batching.py")
-    module_files += ("slot_cache.py", "cpu_lm_head.py", "cpu_decode_attention.py")
+    module_files += ("slot_cache.py", "cpu_linears.py", "cpu_decode_attention.py")
     for name in ("rationale_generator.py", *module_files):
         assert (tmp_path / "b" / name).exists(), name
     again = SentenceTransformer(str(tmp_path / "b"), trust_remote_code=True, device="cpu")
