@@ -17,7 +17,7 @@ definitions with their examples):
 5. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
    batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs).
 
-    python benchmarks/encode_speed.py            # the full run (about 30-40 min on a 2-core CPU)
+    python benchmarks/encode_speed.py            # the full run (about 20-25 min on a 2-core CPU)
     python benchmarks/encode_speed.py --texts 16 --batch-sizes 1 16 --max-new-tokens 16   # a quick look
 """
 
