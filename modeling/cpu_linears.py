@@ -67,9 +67,9 @@ def onednn_linears(model: Any, rows: int) -> Iterator[None]:
     Nothing changes where the batch is smaller than :data:`PACK_MIN_ROWS`, the packed copy would exceed
     :data:`PACK_MAX_BYTES` or oneDNN is missing. The modules are restored on exit, also when the block raises.
     """
-    modules = [module for module in model.modules() if _plain_cpu_linear(module)]
+    modules = [module for module in model.modules() if _plain_cpu_linear(module)] if rows >= PACK_MIN_ROWS else []
     size = sum(module.weight.numel() * module.weight.element_size() for module in modules)
-    if rows < PACK_MIN_ROWS or not modules or size > PACK_MAX_BYTES or not _packing_works():
+    if not modules or size > PACK_MAX_BYTES or not _packing_works():
         yield
         return
     with torch.no_grad():  # the weights may be trained between calls: packed per call, never kept
