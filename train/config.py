@@ -48,6 +48,10 @@ class GraceConfig(GRPOConfig):
         max_input_tokens: texts are cut to this many tokens before templating, exactly as the encoder does.
         heldout_eval / heldout_eval_queries: score the model before and after training on a held-out task
             (``"wordnet"``: retrieval of WordNet definitions from example sentences, nDCG@10).
+        contrastive_weight / contrastive_temperature: an InfoNCE term on the rollouts' pooled embeddings, with
+            gradient through the policy's own forward, added to the policy-gradient loss (see ``contrastive.py``).
+        policy_gradient_weight: the weight of TRL's policy-gradient loss; 0 with ``contrastive_weight > 0`` is the
+            contrastive-only baseline (rationales are still sampled and pooled, but not reinforced).
     """
 
     objective: str = field(default="supervised", metadata=_help(f"One of {OBJECTIVES}."))
@@ -69,6 +73,13 @@ class GraceConfig(GRPOConfig):
         default=None, metadata=_help(f"Held-out task scored before/after: {HELDOUT_EVALS}")
     )
     heldout_eval_queries: int = field(default=64, metadata=_help("Queries of the held-out task."))
+    contrastive_weight: float = field(
+        default=0.0, metadata=_help("Weight of the InfoNCE term on the rollouts' pooled embeddings (0: GRPO only).")
+    )
+    contrastive_temperature: float = field(default=0.05, metadata=_help("Temperature of the InfoNCE term (> 0)."))
+    policy_gradient_weight: float = field(
+        default=1.0, metadata=_help("Weight of the policy-gradient loss (0: contrastive only).")
+    )
     # TRL defaults replaced by the GRACE reference's
     max_completion_length: int | None = field(default=2048, metadata=_help("Rationale length cap (tokens)."))
     scale_rewards: str = field(default="none", metadata=_help("'none': group-mean advantages, no std scaling."))
@@ -101,6 +112,7 @@ class GraceConfig(GRPOConfig):
             raise ValueError(f"heldout_eval={self.heldout_eval!r} is not valid; use one of {HELDOUT_EVALS} or null.")
         if isinstance(self.truncation_penalty, str) and self.truncation_penalty.lower() in ("none", "null"):
             self.truncation_penalty = None
+        self._validate_loss_weights()
         for name in ("consistency_weight", "hard_negative_weight", "truncation_penalty"):
             value = getattr(self, name)
             if (value is not None or name != "truncation_penalty") and not (
@@ -125,6 +137,24 @@ class GraceConfig(GRPOConfig):
             )
         if not isinstance(self.instruction, str) or not self.instruction.strip():
             raise ValueError("instruction must be a non-empty system prompt (default: the GRACE reference prompt).")
+
+    def _validate_loss_weights(self) -> None:
+        for name in ("contrastive_weight", "policy_gradient_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}={value!r} must be a finite number >= 0.")
+        if self.contrastive_weight == 0 and self.policy_gradient_weight == 0:
+            raise ValueError(
+                "policy_gradient_weight=0 and contrastive_weight=0 leave nothing to train; set contrastive_weight > 0 "
+                "(e.g. 1.0) for contrastive-only training, or policy_gradient_weight: 1 for GRPO."
+            )
+        if not self.contrastive_temperature > 0:
+            raise ValueError(f"contrastive_temperature={self.contrastive_temperature!r} must be > 0 (e.g. 0.05).")
+        if self.contrastive_weight > 0 and self.pooled_layer != -1:
+            raise ValueError(
+                f"contrastive_weight > 0 pools the last layer of the policy's own forward; pooled_layer="
+                f"{self.pooled_layer} is not supported with it. Use pooled_layer: -1 or contrastive_weight: 0."
+            )
 
     def grace_reward_weights(self) -> RewardWeights:
         """The reward constants as the pure reward functions take them."""

@@ -33,6 +33,7 @@ class GraceReward:
 
     def __init__(self) -> None:
         self.trainer: GraceGRPOTrainer | None = None
+        self.last_rows: dict[str, list[Any]] = {}  # anchor sequences of the last call, for the contrastive term
 
     def bind(self, trainer: GraceGRPOTrainer) -> None:
         self.trainer = trainer
@@ -70,8 +71,9 @@ class GraceReward:
             anchor_sources = {"query": columns["query"], "document": columns["negative"]}
         else:
             anchor_sources = {"document": prompts}
-        anchors = self._anchor_embeddings(model, anchor_sources, firsts, settings, seconds)
+        anchors, anchor_ids = self._anchor_embeddings(model, anchor_sources, firsts, settings, seconds)
         anchors = {role: embedding[row_anchor] for role, embedding in anchors.items()}
+        self.last_rows = self._anchor_rows(anchor_sources, anchor_ids, firsts, groups)
 
         gather = accelerator.gather
         all_rollouts, all_truncated = gather(rollouts), gather(truncated)
@@ -96,13 +98,13 @@ class GraceReward:
         firsts: list[int],
         settings: GenerationSettings,
         seconds: dict[str, float],
-    ) -> dict[str, torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, list[list[int]]]]:
         """One anchor rationale and embedding per example and role; roles sharing a prompt share one batch."""
         embedder = self.trainer.embedder
         by_template: dict[Any, list[str]] = {}
         for role in sources:
             by_template.setdefault(embedder.templates[role], []).append(role)
-        out = {}
+        out, ids = {}, {}
         for roles in by_template.values():
             texts = [sources[role][i] for role in roles for i in firsts]
             with _timed(seconds, "anchor_generation"), self._generation_model() as generator:
@@ -111,7 +113,26 @@ class GraceReward:
                 embeddings = embedder.embed(model, texts, roles[0], rationales)
             for j, role in enumerate(roles):
                 out[role] = embeddings[j * len(firsts) : (j + 1) * len(firsts)]
-        return out
+                ids[role] = rationales[j * len(firsts) : (j + 1) * len(firsts)]
+        return out, ids
+
+    def _anchor_rows(
+        self,
+        sources: dict[str, list[str]],
+        rationales: dict[str, list[list[int]]],
+        firsts: list[int],
+        groups: list[int],
+    ) -> dict[str, list[Any]]:
+        """Per-row anchor sequences (prompt ids + anchor rationale) for the contrastive loss term."""
+        embedder = self.trainer.embedder
+        group_row = {groups[i]: j for j, i in enumerate(firsts)}
+        names = {"query": "query", "document": "negative"} if len(sources) == 2 else {"document": "anchor"}
+        rows: dict[str, list[Any]] = {"grace_example": list(groups)}
+        for role, name in names.items():
+            prompts = embedder.prompt_ids([sources[role][i] for i in firsts], role)
+            rows[f"grace_{name}_ids"] = [prompts[group_row[g]] + rationales[role][group_row[g]] for g in groups]
+            rows[f"grace_{name}_prompt_len"] = [len(prompts[group_row[g]]) for g in groups]
+        return rows
 
     def _generation_model(self) -> Any:
         """TRL's own unwrapping for generation: under DeepSpeed ZeRO-3 it gathers the sharded weights first."""

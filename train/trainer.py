@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
 from datasets import Dataset
 from trl import GRPOTrainer
 
 from .config import GraceConfig
+from .contrastive import HiddenStateTap, anchor_span, info_nce, pad_sequences, pooled, prompt_span
 from .policy_embedding import PolicyEmbedder
 from .reward_function import GraceReward
 
@@ -29,6 +31,14 @@ class GraceGRPOTrainer(GRPOTrainer):
     3. **Timing** (``_generate`` and ``training_step`` are wrapped, not changed): rollout generation time and total
        micro-step time are logged as ``grace/seconds/*`` next to the reward's anchor and embedding times, so the
        cost of GRACE's reward over plain GRPO is visible in the logs and in ``benchmarks/grpo_step_profile.py``.
+
+    4. **An optional contrastive term** (``contrastive_weight > 0``; ``_generate_and_score_completions`` and
+       ``compute_loss`` are extended, TRL's own computation runs unchanged inside them). The generation batch gains
+       the anchor sequences of each row's example (``grace_*`` tensors, shuffled and split with the rest by TRL);
+       ``compute_loss`` records the last hidden states of TRL's own policy forward, pools each rollout the way the
+       encoder does, embeds the query/negative anchors with gradient, and adds
+       ``contrastive_weight * InfoNCE / gradient_accumulation_steps`` to TRL's loss (scaled by
+       ``policy_gradient_weight``). With ``contrastive_weight: 0`` both methods return TRL's results untouched.
 
     Everything else — sampling, group-mean advantages (``scale_rewards="none"`` by default), the clipped loss,
     PEFT, vLLM, checkpoints, resumption and logging — is TRL's, configured through :class:`GraceConfig`.
@@ -75,6 +85,7 @@ class GraceGRPOTrainer(GRPOTrainer):
             batch_size=max(args.per_device_train_batch_size, args.num_generations),
         )
         reward.bind(self)
+        self._grace_reward = reward
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict]:
         if not all(isinstance(p, str) for p in prompts):
@@ -99,3 +110,74 @@ class GraceGRPOTrainer(GRPOTrainer):
     def _log_seconds(self, phase: str, seconds: float) -> None:
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][f"grace/seconds/{phase}"].append(seconds)
+
+    # --- the contrastive term (see contrastive.py) ---------------------------------------------------------------
+
+    def _generate_and_score_completions(self, generation_batch: Any) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(generation_batch)
+        if self.args.contrastive_weight > 0 and self.model.training:
+            output.update(self._anchor_tensors(generation_batch))
+        return output
+
+    def _anchor_tensors(self, generation_batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Per-row anchor sequences as padded tensors, so TRL shuffles and splits them with the rollouts."""
+        rows = generation_batch[0] if generation_batch and "grace_example" in generation_batch[0] else None
+        columns = (
+            {key: [row[key] for row in generation_batch] for key in rows if key.startswith("grace_")}
+            if rows
+            else self._grace_reward.last_rows
+        )
+        pad = self.embedder.pad_token_id
+        roles = {"query": "query", "negative": "document"} if self.args.objective == "supervised" else {}
+        roles = roles or {"anchor": "document"}
+        out = {"grace_example": torch.tensor(columns["grace_example"], dtype=torch.long)}
+        for name, role in roles.items():
+            ids, mask = pad_sequences(columns[f"grace_{name}_ids"], pad)
+            prefix = len(self.embedder.templates[role].prefix_ids)
+            span = anchor_span(mask, columns[f"grace_{name}_prompt_len"], prefix, self.args.pooled_span)
+            out.update({f"grace_{name}_ids": ids, f"grace_{name}_mask": mask, f"grace_{name}_span": span})
+        return out
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        weight = self.args.contrastive_weight
+        if weight == 0 or "grace_example" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        tap = HiddenStateTap(model)
+        with tap.capture():
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        start = time.perf_counter()
+        prefix = len(self.embedder.templates["document"].prefix_ids)
+        prompt_part = prompt_span(inputs["prompt_mask"], prefix)
+        if self.args.pooled_span == "rationale":
+            prompt_part = torch.zeros_like(prompt_part)
+        rollouts = pooled(tap.hidden(), torch.cat([prompt_part, inputs["completion_mask"]], dim=1))
+        examples, own = torch.unique(inputs["grace_example"], return_inverse=True)
+        first = torch.stack([(inputs["grace_example"] == e).nonzero()[0, 0] for e in examples])
+        names = ("query", "negative") if self.args.objective == "supervised" else ("anchor",)
+        anchors = torch.cat([self._embed_anchor(tap.decoder, inputs, name, first) for name in names])
+        n = len(examples)
+        queries, negatives = anchors[:n], (anchors[n:] if len(names) == 2 else None)
+        contrastive = info_nce(rollouts, own, queries, negatives, self.args.contrastive_temperature)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["grace/contrastive_loss"].append(contrastive.item())
+        self._metrics[mode]["grace/seconds/contrastive"].append(time.perf_counter() - start)
+        scale = self.current_gradient_accumulation_steps
+        return self.args.policy_gradient_weight * loss + weight * contrastive / scale
+
+    def _embed_anchor(self, decoder: Any, inputs: dict[str, Any], name: str, rows: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings, with gradient, of the anchor sequences of the given rows (one per example)."""
+        from ..modeling.pooling import position_ids_from_mask
+
+        ids, mask, span = (inputs[f"grace_{name}_{part}"][rows] for part in ("ids", "mask", "span"))
+        keep = mask.any(dim=0)  # drop columns that are padding in every selected row
+        ids, mask, span = ids[:, keep], mask[:, keep], span[:, keep]
+        device = next(decoder.parameters()).device
+        hidden = decoder(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=position_ids_from_mask(mask).to(device),
+            use_cache=False,
+        ).last_hidden_state
+        return pooled(hidden, span.to(device))
