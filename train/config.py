@@ -52,6 +52,8 @@ class GraceConfig(GRPOConfig):
             gradient through the policy's own forward, added to the policy-gradient loss (see ``contrastive.py``).
         policy_gradient_weight: the weight of TRL's policy-gradient loss; 0 with ``contrastive_weight > 0`` is the
             contrastive-only baseline (rationales are still sampled and pooled, but not reinforced).
+        max_train_minutes: a wall-clock budget for training (objectives are compared on equal time; the CPU recipe
+            fits an hour on any machine kind); ``max_steps`` still applies.
     """
 
     objective: str = field(default="supervised", metadata=_help(f"One of {OBJECTIVES}."))
@@ -79,6 +81,10 @@ class GraceConfig(GRPOConfig):
     contrastive_temperature: float = field(default=0.05, metadata=_help("Temperature of the InfoNCE term (> 0)."))
     policy_gradient_weight: float = field(
         default=1.0, metadata=_help("Weight of the policy-gradient loss (0: contrastive only).")
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata=_help("Stop training after this many minutes (checkpoint, then score and save as usual)."),
     )
     # TRL defaults replaced by the GRACE reference's
     max_completion_length: int | None = field(default=2048, metadata=_help("Rationale length cap (tokens)."))
@@ -150,6 +156,14 @@ class GraceConfig(GRPOConfig):
             )
         if not self.contrastive_temperature > 0:
             raise ValueError(f"contrastive_temperature={self.contrastive_temperature!r} must be > 0 (e.g. 0.05).")
+        if self.max_train_minutes is not None and not (
+            isinstance(self.max_train_minutes, (int, float))
+            and math.isfinite(self.max_train_minutes)
+            and self.max_train_minutes > 0
+        ):
+            raise ValueError(
+                f"max_train_minutes={self.max_train_minutes!r} must be a number > 0 (or null: no budget)."
+            )
         if self.contrastive_weight > 0 and self.pooled_layer != -1:
             raise ValueError(
                 f"contrastive_weight > 0 pools the last layer of the policy's own forward; pooled_layer="

@@ -26,6 +26,7 @@ from .data import load_source, prepare_dataset
 from .export import CHECKPOINTS, grace_model_from_policy, save_trained_model
 from .graceful_stop import GracefulStop
 from .summary import card_training_record, reward_curve, training_summary
+from .time_budget import TimeBudget
 
 
 @dataclass
@@ -102,7 +103,12 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     args.distributed_state.wait_for_everyone()
     stop = GracefulStop()
     trainer = GraceGRPOTrainer(
-        policy, args, dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=[stop]
+        policy,
+        args,
+        dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[stop, TimeBudget(args.max_train_minutes)],
     )
     trainer.train(resume_from_checkpoint=resume)
     if stop.requested is not None:
