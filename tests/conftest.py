@@ -8,6 +8,7 @@ backbone keeps its normal GRACE cache, so its one-time conversion is shared acro
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -114,3 +115,17 @@ TEXTS = [
     "where is the nearest train station?",
     "Photosynthesis turns light into chemical energy in plants.",
 ]
+
+
+@pytest.fixture(scope="session")
+def ending_backbone(tiny_backbone, tmp_path_factory) -> Path:
+    """The tiny backbone with many end tokens, so random rationales end at varied lengths and rewards differ."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    path = tmp_path_factory.mktemp("ending") / "tiny"
+    shutil.copytree(tiny_backbone, path)
+    config = GenerationConfig.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config.eos_token_id = [tokenizer.eos_token_id, *range(120, 260)]
+    config.save_pretrained(path)
+    return path

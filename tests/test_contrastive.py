@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_training import ending_backbone, make_trainer, tiny_args, triples  # noqa: F401 - fixture reuse
+from test_training import make_trainer, tiny_args, triples
 
 from grace_st.modeling.pooling import embed_sequences
 from grace_st.train.config import GraceConfig

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grace_st.train.config import GraceConfig
 from grace_st.train.data import prepare_dataset
 from grace_st.train.policy_embedding import PolicyEmbedder
 from grace_st.train.trainer import GraceGRPOTrainer
-
-
-@pytest.fixture(scope="module")
-def ending_backbone(tiny_backbone, tmp_path_factory) -> Path:
-    """The tiny backbone with many end tokens, so random rationales end at varied lengths and rewards differ."""
-    path = tmp_path_factory.mktemp("ending") / "tiny"
-    shutil.copytree(tiny_backbone, path)
-    config = GenerationConfig.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    config.eos_token_id = [tokenizer.eos_token_id, *range(120, 260)]
-    config.save_pretrained(path)
-    return path
 
 
 def triples(n: int) -> Dataset:
