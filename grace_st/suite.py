@@ -88,11 +88,15 @@ def _items(domain: str) -> list[dict[str, str]]:
 
 
 def build(domain: str, force: bool = False) -> Path:
-    """Write the domain's rows (every item with its ``split``) to its cache file atomically; returns the path."""
+    """Write the domain's items to its cache file atomically; returns the path.
+
+    The file holds items, not splits: :func:`split_of` is applied when reading, so changing :data:`FRACTIONS` needs
+    no rebuild. Bump :data:`FORMAT_VERSION` when a builder changes what it extracts.
+    """
     path = cache_path(domain)
     if path.is_file() and not force:
         return path
-    rows = [{**row, "split": split_of(domain, row["item"])} for row in _items(domain)]
+    rows = _items(domain)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
@@ -133,7 +137,7 @@ def domain_rows(domain: str, split: str) -> list[dict[str, Any]]:
         raise ValueError(f"Unknown suite split {split!r}; use one of {SPLITS}.")
     if domain == "wordnet":
         return _wordnet_rows(split)
-    return [row for row in _cached_rows(domain) if row["split"] == split]
+    return [{**row, "split": split} for row in _cached_rows(domain) if split_of(domain, row["item"]) == split]
 
 
 def eval_rows(domain: str, split: str, max_queries: int | None = None) -> list[dict[str, Any]]:
