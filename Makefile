@@ -6,17 +6,30 @@ STAMP := $(VENV)/.grace-setup-stamp
 DEMO_OUT := demo_output.jsonl
 DEMO_DIR := out/quickstart
 
-.PHONY: help setup wordnet demo test lint bench clean
+.PHONY: help setup wordnet manpages suite demo test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: $(STAMP) wordnet  ## create .venv; install the library with its train/eval extras, the test tools, the default backbone and WordNet
+setup: $(STAMP) wordnet manpages suite  ## create .venv; install the library with its extras, the test tools, the default backbone, WordNet, man pages and the held-out suite
 
 wordnet:  ## WordNet 3.0 (Debian's wordnet-base): the real text of the quickstart and the offline eval tasks
 	@test -f /usr/share/wordnet/data.noun || test -n "$$GRACE_WORDNET_DIR" || \
 		{ apt-get update -qq && apt-get install -y -qq wordnet-base >/dev/null; } || \
 		{ echo "Install WordNet: sudo apt-get install wordnet-base (or set GRACE_WORDNET_DIR)"; exit 1; }
+
+manpages:  ## the Linux man-pages, sections 2 and 3 (Debian's manpages-dev): a real-text domain of the held-out suite
+	@test -f /usr/share/man/man2/read.2.gz || test -n "$$GRACE_MAN_DIR" || \
+		{ apt-get update -qq && apt-get install -y -qq manpages-dev >/dev/null; } || \
+		{ echo "Install the man pages: sudo apt-get install manpages-dev (or set GRACE_MAN_DIR)"; exit 1; }
+	@# slim Docker images tell dpkg to skip /usr/share/man: then unpack the package into GRACE's cache instead
+	@test -f /usr/share/man/man2/read.2.gz || test -n "$$GRACE_MAN_DIR" || \
+		{ dir=$$(mktemp -d) && cd $$dir && apt-get download manpages-dev >/dev/null && \
+		  dpkg-deb -x manpages-dev_*.deb "$${GRACE_CACHE:-$$HOME/.cache/grace}/manpages" && rm -rf $$dir; } || \
+		{ echo "Install the man pages: sudo apt-get install manpages-dev (or set GRACE_MAN_DIR)"; exit 1; }
+
+suite: $(STAMP) wordnet manpages  ## build the held-out suite's cached domains (~/.cache/grace/suite) and print their sizes
+	HF_HUB_OFFLINE=1 $(BIN)/python -m grace_st.suite build
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

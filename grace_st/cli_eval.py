@@ -1,8 +1,13 @@
 """``grace eval MODEL --tasks ... | --benchmark ...``: score a GRACE model with mteb, print a table, save results.
 
-Task names are mteb's own or the project's offline tasks (``grace_st.eval_tasks.OFFLINE_TASKS``). mteb tasks
-download their data from the Hub; with no network they fail, and the error says which offline tasks to use instead.
-Encodings go through the on-disk cache, so re-running (or another task over the same texts) does not generate again.
+Task names are mteb's own or the project's offline tasks (``grace_st.eval_tasks.OFFLINE_TASKS`` and the held-out
+suite's ``grace_st.suite_tasks.SUITE_TASKS``); ``--benchmark grace-heldout`` is the suite (``--split`` picks its
+validation or test part). mteb tasks download their data from the Hub; with no network they fail, and the error says
+which offline tasks to use instead. Encodings go through the on-disk cache, so re-running (or another task over the
+same texts) does not generate again.
+
+``--baseline OTHER`` scores a second model on the same tasks and prints, per task, the difference (model minus
+baseline) with a paired bootstrap 95% interval over queries (the suite's tasks keep mteb's per-query scores).
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     which = evaluate.add_mutually_exclusive_group(required=True)
     which.add_argument("--tasks", nargs="+", metavar="TASK", help="mteb task names or offline task names")
-    which.add_argument("--benchmark", metavar="NAME", help='an mteb benchmark, e.g. "MTEB(eng, v1)"')
+    which.add_argument(
+        "--benchmark", metavar="NAME", help='"grace-heldout" (the offline held-out suite) or an mteb benchmark'
+    )
+    evaluate.add_argument(
+        "--split", choices=["validation", "test"], default="test", help="held-out suite part (default: test)"
+    )
+    evaluate.add_argument("--max-queries", type=int, help="cap the queries of each suite task (smoke runs)")
+    evaluate.add_argument(
+        "--baseline", metavar="OTHER_MODEL", help="also score this model; print model minus baseline with a 95%% CI"
+    )
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     evaluate.add_argument("--output", type=Path, default=Path("results"), help="results folder (default: results)")
     evaluate.add_argument("--update-card", action="store_true", help="write the scores into MODEL/README.md")
     evaluate.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
@@ -40,12 +55,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-cache", action="store_true", help="do not read or write the encoding cache")
 
 
-def resolve_tasks(names: list[str] | None, benchmark: str | None) -> list[Any]:
-    """Task objects for ``names`` (offline tasks first, then mteb's) or a benchmark; unknown names suggest others."""
+def resolve_tasks(
+    names: list[str] | None, benchmark: str | None, split: str = "test", max_queries: int | None = None
+) -> list[Any]:
+    """Task objects for ``names`` (offline tasks first, then mteb's) or a benchmark; unknown names suggest others.
+
+    ``split`` and ``max_queries`` apply to the held-out suite's tasks (``grace-heldout`` and ``GraceSuite*``).
+    """
     import mteb
 
     from .eval_tasks import OFFLINE_TASKS
+    from .suite_tasks import BENCHMARK, SUITE_TASKS, suite_tasks
 
+    if benchmark == BENCHMARK:
+        return list(suite_tasks(split, max_queries))
     if benchmark is not None:
         try:
             return list(mteb.get_benchmark(benchmark).tasks)
@@ -55,43 +78,82 @@ def resolve_tasks(names: list[str] | None, benchmark: str | None) -> list[Any]:
             raise ValueError(f"Unknown benchmark {benchmark!r}. Did you mean {close}?") from exc
     tasks = []
     for name in names or []:
+        if name in SUITE_TASKS:
+            tasks.append(SUITE_TASKS[name](split=split, max_queries=max_queries))
+            continue
         if name in OFFLINE_TASKS:
             tasks.append(OFFLINE_TASKS[name]())
             continue
         try:
             tasks.append(mteb.get_task(name))
         except (KeyError, ValueError) as exc:
-            known = list(OFFLINE_TASKS) + [task.metadata.name for task in mteb.get_tasks(exclude_superseded=False)]
+            known = (
+                list(OFFLINE_TASKS)
+                + list(SUITE_TASKS)
+                + [task.metadata.name for task in mteb.get_tasks(exclude_superseded=False)]
+            )
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             raise ValueError(
-                f"Unknown task {name!r}. Did you mean {close}? Offline tasks: {sorted(OFFLINE_TASKS)}."
+                f"Unknown task {name!r}. Did you mean {close}? Offline tasks: {sorted(OFFLINE_TASKS)} and "
+                f"{sorted(SUITE_TASKS)} (or --benchmark {BENCHMARK})."
             ) from exc
     return tasks
 
 
-def _encoder(args: argparse.Namespace) -> Any:
+def _encoder(args: argparse.Namespace, location: str | None) -> Any:
     from .loading import load_grace_model
     from .mteb_encoder import GraceEncoder
 
-    model = load_grace_model(args.model)
+    model = load_grace_model(location)
     generator = model[0]
     if args.span is not None:
         generator.span = args.span
     if args.max_new_tokens is not None:
         generator.max_new_tokens = args.max_new_tokens
-    name = args.model if args.model and "/" in str(args.model) and not Path(args.model).exists() else None
-    model.model_card_data.model_name = name or f"local/{Path(args.model or 'grace-default').name}"
+    name = location if location and "/" in str(location) and not Path(location).exists() else None
+    model.model_card_data.model_name = name or f"local/{Path(location or 'grace-default').name}"
     return GraceEncoder(model, use_instructions=not args.no_instructions, cache=not args.no_cache)
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.max_queries is not None and args.max_queries < 1:
+        raise ValueError(f"--max-queries must be a positive integer, got {args.max_queries}.")
+    tasks = resolve_tasks(args.tasks, args.benchmark, args.split, args.max_queries)
+    encoder = _encoder(args, args.model)
+    result = _evaluate(encoder, tasks, args)
+    rows = [
+        (r.task_name, tasks_by_name(tasks)[r.task_name].metadata.main_score, r.get_score())
+        for r in result.task_results
+    ]
+    summary: dict[str, Any] = {name: {"metric": metric, "score": score} for name, metric, score in rows}
+    if args.baseline is None:
+        width = max(len(row[0]) for row in rows)
+        print(f"{'task':<{width}}  {'metric':<12}  score")
+        for name, metric, score in rows:
+            print(f"{name:<{width}}  {metric:<12}  {score:.4f}")
+    else:
+        baseline_tasks = resolve_tasks(args.tasks, args.benchmark, args.split, args.max_queries)
+        baseline = _encoder(args, args.baseline)
+        baseline_result = _evaluate(baseline, baseline_tasks, args)
+        summary = compare(tasks, result, baseline_tasks, baseline_result, args.resamples)
+        print(format_comparison(summary))
+        encoder.texts_generated += baseline.texts_generated
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "grace_eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"grace: {encoder.texts_generated} texts encoded, the rest from the cache; results in {args.output}",
+        file=sys.stderr,
+    )
+    if args.update_card:
+        _update_card(args, result, tasks)
+
+
+def _evaluate(encoder: Any, tasks: list[Any], args: argparse.Namespace) -> Any:
     import mteb
     from mteb.cache import ResultCache
 
-    tasks = resolve_tasks(args.tasks, args.benchmark)
-    encoder = _encoder(args)
     try:
-        result = mteb.evaluate(
+        return mteb.evaluate(
             encoder,
             tasks,
             cache=ResultCache(cache_path=args.output),
@@ -102,26 +164,47 @@ def run(args: argparse.Namespace) -> None:
     except (OSError, ConnectionError) as exc:
         raise ValueError(
             f"A task's data could not be loaded ({type(exc).__name__}: {exc}). mteb downloads task data from the "
-            "Hub; offline, use the offline tasks: GraceWordNetDefinitionRetrieval GraceWordNetSensePairClassification "
-            "GraceWordNetLexnameClustering."
+            "Hub; offline, use --benchmark grace-heldout or the offline tasks: GraceWordNetDefinitionRetrieval "
+            "GraceWordNetSensePairClassification GraceWordNetLexnameClustering."
         ) from exc
-    rows = [
-        (r.task_name, tasks_by_name(tasks)[r.task_name].metadata.main_score, r.get_score())
-        for r in result.task_results
-    ]
-    width = max(len(row[0]) for row in rows)
-    print(f"{'task':<{width}}  {'metric':<12}  score")
-    for name, metric, score in rows:
-        print(f"{name:<{width}}  {metric:<12}  {score:.4f}")
-    summary = {name: {"metric": metric, "score": score} for name, metric, score in rows}
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "grace_eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"grace: {encoder.texts_generated} texts encoded, the rest from the cache; results in {args.output}",
-        file=sys.stderr,
-    )
-    if args.update_card:
-        _update_card(args, result, tasks)
+
+
+def compare(
+    tasks: list[Any], result: Any, baseline_tasks: list[Any], baseline_result: Any, resamples: int = 1000
+) -> dict[str, dict[str, Any]]:
+    """Per task: metric, baseline, model, diff and (where per-query scores exist) a paired bootstrap 95% CI."""
+    from .paired_bootstrap import paired_bootstrap, paired_scores
+
+    ours, theirs = tasks_by_name(tasks), tasks_by_name(baseline_tasks)
+    base_scores = {r.task_name: r.get_score() for r in baseline_result.task_results}
+    table: dict[str, dict[str, Any]] = {}
+    for r in result.task_results:
+        task, score, base = ours[r.task_name], r.get_score(), base_scores[r.task_name]
+        row: dict[str, Any] = {"metric": task.metadata.main_score, "baseline": base, "model": score}
+        row |= {"diff": score - base, "ci_low": None, "ci_high": None}
+        split = getattr(task, "split", None)
+        per_query = getattr(task, "per_query", {}).get(split)
+        base_per_query = getattr(theirs[r.task_name], "per_query", {}).get(split)
+        if per_query and base_per_query:
+            diff, row["ci_low"], row["ci_high"] = paired_bootstrap(
+                *paired_scores(per_query, base_per_query), n_resamples=resamples
+            )
+            row |= {"diff": diff, "queries": len(per_query)}
+        table[r.task_name] = row
+    return table
+
+
+def format_comparison(table: dict[str, dict[str, Any]]) -> str:
+    """The comparison as a fixed-width text table (intervals shown as "-" where a task has no per-query scores)."""
+    width = max(len(name) for name in table)
+    lines = [f"{'task':<{width}}  {'metric':<12}  baseline  model    diff     ci_low   ci_high"]
+    for name, row in table.items():
+        ci = [f"{row[k]:+.4f}" if row[k] is not None else "      -" for k in ("ci_low", "ci_high")]
+        lines.append(
+            f"{name:<{width}}  {row['metric']:<12}  {row['baseline']:.4f}    {row['model']:.4f}   "
+            f"{row['diff']:+.4f}  {ci[0]}  {ci[1]}"
+        )
+    return "\n".join(lines)
 
 
 def tasks_by_name(tasks: list[Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 SPLITS = ("train", "heldout")
+HELDOUT_PARTS = ("validation", "test")  # the held-out suite's halves of ``heldout``
 POS_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
 # WordNet's fixed lexicographer file names, indexed by the two-digit number in each data line.
 LEXNAMES = (
@@ -100,10 +101,25 @@ def _parse_files(folder: Path, parts_of_speech: str) -> tuple[Synset, ...]:
     return tuple(synsets)
 
 
+def _bucket(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.lower().encode("utf-8")).digest()[:8], "big") / 2**64
+
+
 def split_of(key: str, heldout_fraction: float = 0.1) -> str:
     """``"heldout"`` for a stable ``heldout_fraction`` of keys, else ``"train"``; independent of Python's hash seed."""
-    bucket = int.from_bytes(hashlib.sha256(key.lower().encode("utf-8")).digest()[:8], "big") / 2**64
-    return "heldout" if bucket < heldout_fraction else "train"
+    return "heldout" if _bucket(key) < heldout_fraction else "train"
+
+
+def suite_split_of(key: str, heldout_fraction: float = 0.1) -> str:
+    """``"train"``, ``"validation"`` or ``"test"``: the held-out suite's three-way split by the same lemma hash.
+
+    ``heldout`` is exactly ``validation`` (the lower half of its hash range) plus ``test`` (the upper half), so the
+    quickstart's train part is the suite's train part.
+    """
+    bucket = _bucket(key)
+    if bucket >= heldout_fraction:
+        return "train"
+    return "validation" if bucket < heldout_fraction / 2 else "test"
 
 
 def build_triples(synsets: list[Synset], heldout_fraction: float = 0.1, seed: int = 0) -> dict[str, list[dict]]:
@@ -148,9 +164,16 @@ def wordnet_triples(
     seed: int = 0,
     path: str | None = None,
 ) -> list[dict]:
-    """The triples of one split, shuffled reproducibly by ``seed`` and cut to ``limit`` rows."""
-    if split not in SPLITS:
-        raise ValueError(f"Unknown WordNet split {split!r}; use one of {SPLITS}.")
-    rows = build_triples(load_synsets(path), heldout_fraction, seed)[split]
+    """The triples of one split, shuffled reproducibly by ``seed`` and cut to ``limit`` rows.
+
+    ``split`` is ``train`` or ``heldout``, or one of the suite's halves of ``heldout``: ``validation``, ``test``.
+    """
+    if split not in SPLITS + HELDOUT_PARTS:
+        raise ValueError(f"Unknown WordNet split {split!r}; use one of {SPLITS + HELDOUT_PARTS}.")
+    triples = build_triples(load_synsets(path), heldout_fraction, seed)
+    if split in HELDOUT_PARTS:
+        rows = [row for row in triples["heldout"] if suite_split_of(row["word"], heldout_fraction) == split]
+    else:
+        rows = triples[split]
     random.Random(seed).shuffle(rows)
     return rows if limit is None else rows[:limit]

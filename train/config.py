@@ -21,7 +21,7 @@ from .rewards import REWARD_VARIANTS, RewardWeights
 
 
 OBJECTIVES = ("supervised", "unsupervised")
-HELDOUT_EVALS = ("wordnet",)
+HELDOUT_EVALS = ("wordnet", "suite")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -47,7 +47,10 @@ class GraceConfig(GRPOConfig):
         pooled_span / pooled_layer: what the embedding averages (same meaning as the encoder's ``span``/``layer``).
         max_input_tokens: texts are cut to this many tokens before templating, exactly as the encoder does.
         heldout_eval / heldout_eval_queries: score the model before and after training on a held-out task
-            (``"wordnet"``: retrieval of WordNet definitions from example sentences, nDCG@10).
+            (``"wordnet"``: retrieval of WordNet definitions from example sentences, nDCG@10; ``"suite"``: the
+            held-out suite's test tasks against the untrained base, with paired bootstrap intervals).
+        heldout_eval_max_queries / heldout_eval_batch_size / heldout_eval_resamples: the suite's query cap per task
+            (smoke runs), generation batch and bootstrap resamples.
         contrastive_weight / contrastive_temperature: an InfoNCE term on the rollouts' pooled embeddings, with
             gradient through the policy's own forward, added to the policy-gradient loss (see ``contrastive.py``).
         policy_gradient_weight: the weight of TRL's policy-gradient loss; 0 with ``contrastive_weight > 0`` is the
@@ -93,6 +96,13 @@ class GraceConfig(GRPOConfig):
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay."))
     bf16: bool | None = field(default=None, metadata=_help("bf16 mixed precision (default: when the GPU has it)."))
     logging_steps: float = field(default=1, metadata=_help("Log every N steps (GRACE runs are short; log all)."))
+    # --- held-out suite (heldout_eval="suite"; see train/heldout.py) ---
+    heldout_eval_max_queries: int | None = field(
+        default=None, metadata=_help("Queries per suite task (null: the suite's 150 validation / 300 test).")
+    )
+    heldout_eval_batch_size: int = field(default=64, metadata=_help("Texts per generation batch when scoring."))
+    heldout_eval_resamples: int = field(default=1000, metadata=_help("Paired bootstrap resamples (>= 1000)."))
+    # --- end of the held-out suite block ---
 
     def __post_init__(self) -> None:
         if self.bf16 is None:  # TRL would turn None into True and then refuse to run on a CPU
@@ -143,6 +153,23 @@ class GraceConfig(GRPOConfig):
             )
         if not isinstance(self.instruction, str) or not self.instruction.strip():
             raise ValueError("instruction must be a non-empty system prompt (default: the GRACE reference prompt).")
+        self._validate_suite_fields()
+
+    def _validate_suite_fields(self) -> None:
+        """The held-out suite block's fields."""
+        cap = self.heldout_eval_max_queries
+        if isinstance(cap, str) and cap.lower() in ("none", "null"):
+            self.heldout_eval_max_queries = None  # as typed on a command line
+        if self.heldout_eval_max_queries is not None and (
+            not isinstance(self.heldout_eval_max_queries, int) or self.heldout_eval_max_queries < 1
+        ):
+            raise ValueError(
+                f"heldout_eval_max_queries={self.heldout_eval_max_queries!r} must be a positive integer or null "
+                "(null: the suite's default sizes)."
+            )
+        for name in ("heldout_eval_batch_size", "heldout_eval_resamples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer.")
 
     def _validate_loss_weights(self) -> None:
         for name in ("contrastive_weight", "policy_gradient_weight"):

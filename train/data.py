@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 
 BUILTIN_PREFIX = "grace:"
-BUILTINS = ("grace:wordnet",)
+BUILTINS = ("grace:wordnet", "grace:suite", "grace:suite-wordnet", "grace:suite-manpages", "grace:suite-pydoc")
 COLUMNS = {"supervised": ("query", "positive", "negative"), "unsupervised": ("text",)}
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -58,13 +58,24 @@ def _pick_split(data: DatasetDict | Dataset, split: str, source: str) -> Dataset
 
 
 def _load_builtin(source: str, split: str) -> Dataset:
-    if source != "grace:wordnet":
+    if source not in BUILTINS:
         raise ValueError(f"Unknown built-in dataset {source!r}; built-ins are {BUILTINS}.")
+    if source.startswith("grace:suite"):
+        return _load_suite(source)
     from ..wordnet import wordnet_triples
 
     wordnet_split = "heldout" if split in ("heldout", "test", "validation") else "train"
     rows = wordnet_triples(wordnet_split)
     return Dataset.from_list([{k: row[k] for k in ("query", "positive", "negative")} for row in rows])
+
+
+def _load_suite(source: str) -> Dataset:
+    """The held-out suite's *train* parts as triples (``grace_st.suite.train_triples``), whatever split is asked:
+    its validation and test parts are for evaluation only."""
+    from ..suite import DOMAINS, train_triples
+
+    domain = source.removeprefix("grace:suite").removeprefix("-")
+    return Dataset.from_list(train_triples((domain,) if domain else DOMAINS))
 
 
 def _usable(value: Any) -> bool:

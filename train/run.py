@@ -134,7 +134,7 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
 def _score(policy: Any, tokenizer: Any, args: GraceConfig, workdir: str) -> dict[str, Any]:
     from .heldout import heldout_score
 
-    return heldout_score(grace_model_from_policy(policy, tokenizer, args, workdir), args)
+    return heldout_score(grace_model_from_policy(policy, tokenizer, args, workdir), args, stage="base")
 
 
 def _finish(
@@ -158,6 +158,8 @@ def _finish(
         card = model.model_card_data
         card.grace_examples = heldout_examples(model, args, script_args.num_card_examples)
         summary = training_summary(base, trained, curve, time.time() - started)
+        if args.heldout_eval == "suite":
+            summary["heldout"] = _suite_report(base, trained, args)
         if model_args.model_name_or_path is None:  # the embedded default backbone
             card.base_model, card.license = EMBEDDED_BACKBONE_ID, card.license or "apache-2.0"
         else:
@@ -172,6 +174,17 @@ def _finish(
         )
         save_trained_model(model, output_dir, summary)
     return summary
+
+
+def _suite_report(base: dict[str, Any] | None, trained: dict[str, Any] | None, args: GraceConfig) -> list[dict]:
+    """The held-out suite's rows, or none (with a note) when the base scores were not kept, e.g. a run resumed from
+    checkpoints of a run that did not score the suite."""
+    from .heldout import suite_report
+
+    if base is None or trained is None or "suite" not in base:
+        print("grace: no held-out suite base scores in the checkpoints folder; the report is skipped", file=sys.stderr)
+        return []
+    return suite_report(base["suite"], trained["suite"], args.heldout_eval_resamples, seed=args.seed)
 
 
 def _hub_id(name: str | None) -> str | None:

@@ -84,6 +84,8 @@ def card_training_record(
         else {**curve, "first": 0.0, "last": 0.0, "min": 0.0, "max": 0.0, "last_quarter_mean": 0.0},
         "wall_seconds": summary["wall_seconds"],
     }
+    if summary.get("heldout"):
+        record["heldout_table"] = summary["heldout"]  # the held-out suite's per-task rows (train/heldout.py)
     if base is not None and trained is not None:
         record["heldout"] = {
             "task": trained["task"],

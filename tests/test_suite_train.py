@@ -1,0 +1,139 @@
+"""``grace train --heldout_eval suite``: base scores kept beside the checkpoints across a resume, and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from grace_st.suite_manpages import ManPagesNotFoundError, man_dir
+from grace_st.train import heldout
+from grace_st.train import run as run_module
+from grace_st.train.config import GraceConfig
+from grace_st.train.trainer import GraceGRPOTrainer
+
+
+def _have_man_pages() -> bool:
+    try:
+        man_dir()
+    except ManPagesNotFoundError:
+        return False
+    return True
+
+
+needs_man_pages = pytest.mark.skipif(
+    not _have_man_pages(), reason="Linux man-pages not installed: `make setup` (apt-get install manpages-dev)"
+)
+
+
+def _argv(backbone, data, out, **overrides):
+    settings = {
+        "model_name_or_path": str(backbone),
+        "dataset_name": str(data),
+        "output_dir": str(out),
+        "max_steps": 3,
+        "save_steps": 100,
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "max_input_tokens": 64,
+        "learning_rate": 1e-3,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "num_card_examples": 0,
+        "seed": 0,
+        "heldout_eval": "suite",
+        "heldout_eval_max_queries": 4,
+        "heldout_eval_resamples": 200,
+        **overrides,
+    }
+    return [f"--{key}={value}" for key, value in settings.items()]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "triples.jsonl"
+    rows = [{"query": f"query {i}", "positive": f"positive {i}", "negative": f"negative {i}"} for i in range(12)]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    return path
+
+
+@needs_man_pages
+def test_base_scores_survive_a_resume_and_the_report_has_its_keys(tiny_backbone, data_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRACE_CACHE", str(tmp_path / "grace-cache"))
+    calls = []
+    original_scores = heldout.suite_scores
+
+    def counting(model, splits=("test",), *args, **kwargs):
+        calls.append(tuple(splits))
+        return original_scores(model, splits, *args, **kwargs)
+
+    monkeypatch.setattr(heldout, "suite_scores", counting)
+    original_step = GraceGRPOTrainer.training_step
+
+    def step_then_signal(self, *args, **kwargs):
+        loss = original_step(self, *args, **kwargs)
+        if self.state.global_step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(GraceGRPOTrainer, "training_step", step_then_signal)
+    with pytest.raises(SystemExit):
+        run_module.main(_argv(tiny_backbone, data_file, out))
+    kept = out / "checkpoints" / "base_score.json"
+    before = json.loads(kept.read_text())
+    assert calls == [("validation", "test")]
+    assert set(before["suite"]) == {"rationale", "input"}
+    assert set(before["suite"]["input"]) == {"validation", "test"}
+
+    monkeypatch.setattr(GraceGRPOTrainer, "training_step", original_step)
+    summary = run_module.run_training(
+        *run_module.parse_args(_argv(tiny_backbone, data_file, out, resume_from_checkpoint="last"))
+    )
+    assert calls == [("validation", "test"), ("test",)]  # the base was not scored again after the resume
+    rows = summary["heldout"]
+    assert len(rows) == 3 and all(tuple(row) == heldout.REPORT_KEYS for row in rows)
+    for row in rows:
+        base = before["suite"][row["base_choice"]]["test"][row["task"]]["score"]
+        assert row["queries"] == 4 and row["ci_low"] <= row["diff"] <= row["ci_high"]
+        assert row["diff"] == pytest.approx(row["trained"] - base, abs=1e-4)
+        assert row["base_input"] == before["suite"]["input"]["test"][row["task"]]["score"]
+    assert json.loads((out / "train_summary.json").read_text())["heldout"] == rows
+    card = (out / "README.md").read_text()
+    assert "| GraceSuiteManPagesRetrieval | 4 |" in card and "diff [95% CI]" in card
+
+
+def _fake_scores(values):
+    """suite_scores-shaped scores: ``values[mode][split]`` is one task's per-query list."""
+    return {
+        mode: {
+            split: {"T": {"metric": "ndcg_at_10", "score": sum(v) / len(v), "per_query": dict(enumerate(v))}}
+            for split, v in splits.items()
+        }
+        for mode, splits in values.items()
+    }
+
+
+def test_report_compares_with_the_base_mode_better_on_validation():
+    base = _fake_scores(
+        {
+            "rationale": {"validation": [0.2, 0.4], "test": [0.1, 0.3, 0.5]},
+            "input": {"validation": [0.5, 0.5], "test": [0.2, 0.2, 0.2]},
+        }
+    )
+    trained = _fake_scores({"rationale": {"test": [0.3, 0.5, 0.7]}, "input": {"test": [0.2, 0.2, 0.2]}})
+    (row,) = heldout.suite_report(base, trained)
+    assert row["base_choice"] == "input"  # better on validation, though worse on test
+    assert row["diff"] == pytest.approx(0.5 - 0.2)
+    assert row["trained_input_diff"] == pytest.approx(0.0) and row["trained_input_ci_low"] == pytest.approx(0.0)
+
+
+def test_suite_config_fields_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="heldout_eval_max_queries=0"):
+        GraceConfig(output_dir=str(tmp_path), heldout_eval="suite", heldout_eval_max_queries=0)
+    with pytest.raises(ValueError, match="heldout_eval='suites'"):
+        GraceConfig(output_dir=str(tmp_path), heldout_eval="suites")
+    assert GraceConfig(output_dir=str(tmp_path), heldout_eval="suite").heldout_eval_max_queries is None
