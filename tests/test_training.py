@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from grace_st.train.config import GraceConfig
 from grace_st.train.data import prepare_dataset
 from grace_st.train.policy_embedding import PolicyEmbedder
+from grace_st.train.rollouts import GraceRollouts
 from grace_st.train.trainer import GraceGRPOTrainer
 
 
@@ -104,12 +105,15 @@ def _number(text: str) -> int:
 
 def test_query_positive_and_negative_stay_aligned(ending_backbone, tmp_path, monkeypatch):
     """With one-hot embeddings keyed by example number, cos(query, positive) is 1 only if the rows line up."""
+    write = GraceRollouts.write
 
-    def fake_embed(self, model, texts, role, rationales):
+    def one_hot_write(self, policy, texts, role, settings, end_ids):
+        written = write(self, policy, texts, role, settings, end_ids)
         slots = [_number(t) + (50 if t.startswith("neg") else 0) for t in texts]
-        return torch.nn.functional.one_hot(torch.tensor(slots), num_classes=128).float()
+        written.embeddings = torch.nn.functional.one_hot(torch.tensor(slots), num_classes=128).float()
+        return written
 
-    monkeypatch.setattr(PolicyEmbedder, "embed", fake_embed)
+    monkeypatch.setattr(GraceRollouts, "write", one_hot_write)
     args = tiny_args(tmp_path, max_steps=3, per_device_train_batch_size=6, num_generations=3)
     trainer = make_trainer(ending_backbone, args, triples(12))  # shuffled by TRL's sampler (shuffle_dataset=True)
     trainer.train()
