@@ -99,6 +99,19 @@ def test_lora_trains_only_the_adapter(ending_backbone, tmp_path):
     )
 
 
+def test_steps_per_generation_and_iterations_reuse_one_generation(ending_backbone, tmp_path, monkeypatch):
+    """One rollout call feeds 2 steps of 2 iterations each; the policy still trains on it."""
+    calls = []
+    rollout = GraceRollouts.__call__
+    monkeypatch.setattr(GraceRollouts, "__call__", lambda self, p, t: calls.append(len(p)) or rollout(self, p, t))
+    args = tiny_args(tmp_path, max_steps=4, steps_per_generation=2, num_iterations=2)
+    trainer = make_trainer(ending_backbone, args, triples(8))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert calls == [8], "4 steps = 1 generation of 2 batches x 2 iterations"
+    assert any(not torch.equal(before[name], p.detach()) for name, p in trainer.model.named_parameters())
+
+
 def _number(text: str) -> int:
     return int(re.search(r"\d+", text).group())
 
