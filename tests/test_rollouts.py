@@ -175,3 +175,36 @@ def test_rows_must_hold_whole_examples():
     with pytest.raises(ValueError, match="needs each prompt to carry its query and negative"):
         examples_of(["plain text", "plain text"], 2, "supervised")
     assert examples_of(["plain text", "plain text"], 2, "unsupervised") == [{"text": "plain text"}]
+
+
+def test_rollouts_run_the_policy_with_its_lora_adapter(ending_backbone, tmp_path):
+    """The single pass (adapters folded into packed weights) samples and embeds as PEFT's own forward does."""
+    from peft import LoraConfig, get_peft_model
+
+    from grace_st.train.policy_embedding import decoder_of
+
+    rollouts, model, end_ids = _rollouts(ending_backbone, tmp_path, temperature=0.9)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    policy = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)  # a trained adapter: it changes the logits
+    policy.eval()
+    texts = [text for text in TEXTS[:3] for _ in range(2)]
+    embedder = rollouts.embedder
+    batch = build_prompt_batch(embedder.tokenizer, embedder.templates["document"], texts, 64, embedder.pad_token_id)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        written = rollouts.write(decoder_of(policy), texts, "document", rollouts.rollout_settings, end_ids)
+    torch.manual_seed(3)
+    settings, pad = rollouts.rollout_settings, embedder.pad_token_id
+    reference = generate_rationales(policy, batch.input_ids, batch.attention_mask, settings, end_ids, pad)
+    for row, ids in zip(reference.tolist(), written.completion_ids, strict=True):
+        assert row[: len(ids)] == ids
+    expected = embedder.embed(policy, texts, "document", written.completion_ids)  # PEFT's forward, unpacked
+    assert torch.allclose(written.embeddings, expected, atol=1e-5)
+    with policy.disable_adapter():
+        without = embedder.embed(policy, texts, "document", written.completion_ids)
+    assert not torch.allclose(written.embeddings, without, atol=1e-3), "the adapter is active"
+    assert all("forward" not in vars(module) for module in policy.modules()), "packed forwards are removed"
