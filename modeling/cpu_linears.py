@@ -10,8 +10,12 @@ only for batches of at least :data:`PACK_MIN_ROWS` rows (a one-row call would no
 packed copy stays under :data:`PACK_MAX_BYTES` (the copy lives as long as the call: big models on a CPU keep one
 set of weights).
 
-Only plain fp32 CPU ``nn.Linear`` modules with no replaced ``forward`` are packed (accelerate's hooks and PEFT's
-LoRA layers keep theirs), and only where this torch build can run the ops. Outputs agree with ``F.linear`` to float
+Only plain fp32 CPU ``nn.Linear`` modules with no replaced ``forward`` are packed (accelerate's hooks keep theirs),
+and only where this torch build can run the ops. A PEFT LoRA linear in eval mode (training rollouts run the policy
+with its adapter active) is packed with its adapters folded in, ``W + B A * scaling`` (PEFT's own
+``get_delta_weight``), computed per call and never written back: the same outputs to float rounding, without the
+adapter's extra small products and Python on every step; adapter variants (DoRA, ...) and LoRA biases keep PEFT's
+forward. Outputs agree with ``F.linear`` to float
 rounding (a different summation order); the single-pass tests hold the whole encode equal to the two-pass path.
 """
 
@@ -41,6 +45,37 @@ def _plain_cpu_linear(module: Any) -> bool:
     )
 
 
+def _lora_delta(module: Any) -> torch.Tensor | None:
+    """Weight change of a plain PEFT LoRA linear's active adapters in eval mode; None for anything else."""
+    base, get_delta = getattr(module, "base_layer", None), getattr(module, "get_delta_weight", None)
+    if not (_plain_cpu_linear(base) and callable(get_delta) and "forward" not in vars(module)):
+        return None
+    if module.training or getattr(module, "merged", True) or getattr(module, "disable_adapters", True):
+        return None
+    active = [name for name in module.active_adapters if name in module.lora_A]
+    if any(name in getattr(module, "lora_variant", {}) or module.lora_bias.get(name) for name in active):
+        return None
+    delta = torch.zeros_like(base.weight)
+    for name in active:
+        delta += get_delta(name).to(base.weight.dtype)
+    return delta
+
+
+def _packable(model: Any) -> list[tuple[Any, torch.Tensor, torch.Tensor | None]]:
+    """``(module, weight, bias)`` of each linear to pack: plain linears, and LoRA linears with adapters folded in."""
+    out, inside_lora = [], set()
+    for module in model.modules():
+        delta = _lora_delta(module)
+        if delta is not None:
+            base = module.base_layer
+            out.append((module, base.weight.detach() + delta, base.bias))
+            inside_lora.update(id(m) for m in module.modules() if m is not module)
+    for module in model.modules():
+        if _plain_cpu_linear(module) and id(module) not in inside_lora:
+            out.append((module, module.weight.detach(), module.bias))
+    return out
+
+
 @cache
 def _packing_works() -> bool:
     """Whether this torch build has oneDNN and its packed-weight linear (private ops, so probed, not assumed)."""
@@ -67,18 +102,18 @@ def onednn_linears(model: Any, rows: int) -> Iterator[None]:
     Nothing changes where the batch is smaller than :data:`PACK_MIN_ROWS`, the packed copy would exceed
     :data:`PACK_MAX_BYTES` or oneDNN is missing. The modules are restored on exit, also when the block raises.
     """
-    modules = [module for module in model.modules() if _plain_cpu_linear(module)] if rows >= PACK_MIN_ROWS else []
-    size = sum(module.weight.numel() * module.weight.element_size() for module in modules)
-    if not modules or size > PACK_MAX_BYTES or not _packing_works():
+    with torch.no_grad():
+        linears = _packable(model) if rows >= PACK_MIN_ROWS else []
+    size = sum(weight.numel() * weight.element_size() for _, weight, _ in linears)
+    if not linears or size > PACK_MAX_BYTES or not _packing_works():
         yield
         return
     with torch.no_grad():  # the weights may be trained between calls: packed per call, never kept
-        for module in modules:
-            packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows)
-            bias = None if module.bias is None else module.bias.detach()
-            module.forward = partial(_packed_forward, packed, bias)
+        for module, weight, bias in linears:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+            module.forward = partial(_packed_forward, packed, None if bias is None else bias.detach())
     try:
         yield
     finally:
-        for module in modules:
+        for module, _, _ in linears:
             vars(module).pop("forward", None)

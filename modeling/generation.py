@@ -65,12 +65,16 @@ def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
 def seeded_sampling(settings: GenerationSettings, device: torch.device) -> Iterator[None]:
     """Within the block, random draws start from ``settings.seed`` when sampling with a seed.
 
-    The draws come from a forked generator state, so a seeded encode neither depends on nor disturbs the caller's
-    random stream (a training loop's, for instance).
+    With a seed, the draws come from a forked generator state, so a seeded encode neither depends on nor disturbs
+    the caller's random stream. Without one, the caller's stream is used as it is and advances: repeated unseeded
+    calls draw fresh numbers (forking there would replay the same draws on every call), and a training loop's stream,
+    which the trainer checkpoints and restores on resume, decides every rollout.
     """
+    if not (settings.do_sample and settings.seed is not None):
+        yield
+        return
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-        if settings.do_sample and settings.seed is not None:
-            torch.manual_seed(settings.seed)
+        torch.manual_seed(settings.seed)
         yield
 
 

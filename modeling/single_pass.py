@@ -44,10 +44,14 @@ class GeneratedBatch:
         rationale_ids: ``(B, G)`` generated ids, right-padded with the pad id after each row's first end token.
         hidden: ``(B, P + G, H)`` hidden states of the pooled layer. Positions after a row's first end token are
             zeros (they were never computed); padding positions hold whatever the masked prefill gave them.
+        logprobs: ``(B, G)`` log-probability of each generated token under the temperature-scaled distribution it
+            was drawn from (before top-p, the distribution TRL's loss recomputes), 0 after a row's end; only when
+            asked for (training rollouts), else None.
     """
 
     rationale_ids: torch.Tensor
     hidden: torch.Tensor
+    logprobs: torch.Tensor | None = None
 
 
 class _DecoderOutputs:
@@ -111,6 +115,12 @@ class _TokenChooser:
         full[rows] = probs
         return torch.multinomial(full, num_samples=1).squeeze(1)[rows]
 
+    def logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probability of ``tokens`` under the temperature-scaled logits (greedy: temperature 1)."""
+        temperature = self.settings.temperature if self.settings.do_sample else 1.0
+        scaled = logits / temperature if temperature != 1.0 else logits
+        return scaled.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+
 
 @contextmanager
 def cpu_kernels(model: Any, input_ids: torch.Tensor) -> Iterator[None]:
@@ -132,18 +142,20 @@ def generate_with_hidden_states(
     end_ids: list[int],
     pad_token_id: int,
     layer: int = -1,
+    logprobs: bool = False,
 ) -> GeneratedBatch:
     """Generate one rationale per left-padded prompt and return it with ``layer``'s hidden states, in one pass.
 
     Equal (up to float rounding) to ``generate_rationales`` followed by ``select_hidden_states`` over
-    ``[prompt | rationale]`` with the rationale mask as attention mask; the tests hold the two equal.
+    ``[prompt | rationale]`` with the rationale mask as attention mask; the tests hold the two equal. With
+    ``logprobs``, each sampled token's log-probability is kept too (what GRPO's rollouts must return).
     """
     with (
         seeded_sampling(settings, input_ids.device),
         _DecoderOutputs(model) as captured,
         cpu_kernels(model, input_ids),
     ):
-        return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer)
+        return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer, logprobs)
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
@@ -223,6 +235,7 @@ def _decode(
     end_ids: list[int],
     pad_token_id: int,
     layer: int,
+    logprobs: bool = False,
 ) -> GeneratedBatch:
     batch, steps, device = input_ids.shape[0], settings.max_new_tokens, input_ids.device
     keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
@@ -240,6 +253,7 @@ def _decode(
     generated = torch.full((batch, steps), pad_token_id, dtype=torch.long, device=device)
     gen_hidden = prompt_hidden.new_zeros((batch, steps, prompt_hidden.shape[-1]))
     choose = _TokenChooser(settings, batch)
+    token_logprobs = torch.zeros((batch, steps), device=device) if logprobs else None
     ends = torch.tensor(end_ids, device=device)
     rows = torch.arange(batch, device=device)  # original index of each row still in the batch
     next_position = positions[:, -1] + 1
@@ -247,6 +261,8 @@ def _decode(
     for step in range(steps):
         tokens = choose(logits, rows)
         generated[rows, step], used = tokens, step + 1
+        if token_logprobs is not None:
+            token_logprobs[rows, step] = choose.logprobs(logits, tokens)
         finished = torch.isin(tokens, ends) if step + 1 < steps else torch.ones_like(tokens, dtype=torch.bool)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         step_inputs = dict(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None])
@@ -263,7 +279,8 @@ def _decode(
             cache.batch_select_indices(keep)
         next_position = next_position + 1
     hidden = torch.cat([prompt_hidden, gen_hidden[:, :used]], dim=1)
-    return GeneratedBatch(rationale_ids=generated[:, :used], hidden=hidden)
+    kept = None if token_logprobs is None else token_logprobs[:, :used]
+    return GeneratedBatch(rationale_ids=generated[:, :used], hidden=hidden, logprobs=kept)
 
 
 @torch.no_grad()

@@ -71,7 +71,7 @@ def test_zero_weight_leaves_trls_loss_unchanged(ending_backbone, tmp_path):
     trainer.compute_loss = record
     trainer.train()
     inputs, model = seen[0], trainer.model
-    assert "grace_example" in inputs and "grace_query_ids" in inputs
+    assert "grace_example" in inputs and "grace_anchor_ids" in inputs
     torch.manual_seed(0)
     trl_loss = GRPOTrainer.compute_loss(trainer, model, inputs)
     trainer.args.contrastive_weight = 0.0

@@ -165,3 +165,16 @@ def test_token_budget_groups_do_not_change_any_vector(lively, single_pass):
 def test_bad_token_budget_is_named(build_tiny):
     with pytest.raises(ValueError, match="token_budget must be a positive integer"):
         build_tiny(token_budget=0)
+
+
+@pytest.mark.parametrize("single_pass", [True, False])
+def test_unseeded_sampling_advances_the_stream_and_seeded_leaves_it_alone(build_tiny, single_pass):
+    unseeded = build_tiny(do_sample=True, single_pass=single_pass)
+    first, second = (unseeded.encode(TEXTS, output_value=None) for _ in range(2))
+    assert any(not torch.equal(a["rationale_ids"], b["rationale_ids"]) for a, b in zip(first, second, strict=True))
+
+    seeded = build_tiny(do_sample=True, seed=3, single_pass=single_pass)
+    state = torch.random.get_rng_state()
+    first, second = (seeded.encode(TEXTS, output_value=None) for _ in range(2))
+    assert all(torch.equal(a["rationale_ids"], b["rationale_ids"]) for a, b in zip(first, second, strict=True))
+    assert torch.equal(state, torch.random.get_rng_state()), "a seeded encode does not disturb the caller's stream"

@@ -50,6 +50,7 @@ def _rewards(folder):
 
 def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data_file, tmp_path, monkeypatch):
     out = tmp_path / "out"
+    scored = {"truncation_penalty": "null"}  # 8-token rationales rarely end: score them, so rewards vary
     original_step = GraceGRPOTrainer.training_step
 
     def step_then_signal(self, *args, **kwargs):
@@ -60,7 +61,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data
 
     monkeypatch.setattr(GraceGRPOTrainer, "training_step", step_then_signal)
     with pytest.raises(SystemExit) as stopped:
-        run_module.main(_argv(tiny_backbone, data_file, out))
+        run_module.main(_argv(tiny_backbone, data_file, out, **scored))
     assert stopped.value.code == 128 + signal.SIGTERM
     checkpoint = out / "checkpoints" / "checkpoint-2"
     assert checkpoint.is_dir() and not (out / "modules.json").exists()  # stopped: no final model pretended
@@ -69,10 +70,16 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data
 
     monkeypatch.setattr(GraceGRPOTrainer, "training_step", original_step)
     summary = run_module.run_training(
-        *run_module.parse_args(_argv(tiny_backbone, data_file, out, **{"resume_from_checkpoint": "last"}))
+        *run_module.parse_args(_argv(tiny_backbone, data_file, out, resume_from_checkpoint="last", **scored))
     )
     assert summary["steps"] == 4
     assert summary["reward_per_step"][:2] == [before[1], before[2]]  # steps 1-2 kept, not redone
+    # the rollouts' random stream was checkpointed too: the resumed steps sample what an unbroken run samples
+    unbroken = run_module.run_training(
+        *run_module.parse_args(_argv(tiny_backbone, data_file, tmp_path / "u", **scored))
+    )
+    assert len(set(summary["reward_per_step"])) == 4, "rewards depend on what was sampled"
+    assert summary["reward_per_step"] == pytest.approx(unbroken["reward_per_step"], abs=1e-6)
 
     # the output folder is the GRACE model, with its checkpoints, summary and card
     assert (out / "checkpoints" / "checkpoint-4").is_dir()

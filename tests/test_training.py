@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from grace_st.train.config import GraceConfig
 from grace_st.train.data import prepare_dataset
 from grace_st.train.policy_embedding import PolicyEmbedder
+from grace_st.train.rollouts import GraceRollouts
 from grace_st.train.trainer import GraceGRPOTrainer
 
 
@@ -85,18 +86,34 @@ def test_lora_trains_only_the_adapter(ending_backbone, tmp_path):
     )
 
 
+def test_steps_per_generation_and_iterations_reuse_one_generation(ending_backbone, tmp_path, monkeypatch):
+    """One rollout call feeds 2 steps of 2 iterations each; the policy still trains on it."""
+    calls = []
+    rollout = GraceRollouts.__call__
+    monkeypatch.setattr(GraceRollouts, "__call__", lambda self, p, t: calls.append(len(p)) or rollout(self, p, t))
+    args = tiny_args(tmp_path, max_steps=4, steps_per_generation=2, num_iterations=2)
+    trainer = make_trainer(ending_backbone, args, triples(8))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert calls == [8], "4 steps = 1 generation of 2 batches x 2 iterations"
+    assert any(not torch.equal(before[name], p.detach()) for name, p in trainer.model.named_parameters())
+
+
 def _number(text: str) -> int:
     return int(re.search(r"\d+", text).group())
 
 
 def test_query_positive_and_negative_stay_aligned(ending_backbone, tmp_path, monkeypatch):
     """With one-hot embeddings keyed by example number, cos(query, positive) is 1 only if the rows line up."""
+    write = GraceRollouts.write
 
-    def fake_embed(self, model, texts, role, rationales):
+    def one_hot_write(self, policy, texts, role, settings, end_ids):
+        written = write(self, policy, texts, role, settings, end_ids)
         slots = [_number(t) + (50 if t.startswith("neg") else 0) for t in texts]
-        return torch.nn.functional.one_hot(torch.tensor(slots), num_classes=128).float()
+        written.embeddings = torch.nn.functional.one_hot(torch.tensor(slots), num_classes=128).float()
+        return written
 
-    monkeypatch.setattr(PolicyEmbedder, "embed", fake_embed)
+    monkeypatch.setattr(GraceRollouts, "write", one_hot_write)
     args = tiny_args(tmp_path, max_steps=3, per_device_train_batch_size=6, num_generations=3)
     trainer = make_trainer(ending_backbone, args, triples(12))  # shuffled by TRL's sampler (shuffle_dataset=True)
     trainer.train()

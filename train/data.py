@@ -1,9 +1,13 @@
 """Training data: load with ``datasets``, check the columns GRACE needs, and shape rows for TRL.
 
 Supervised rows need ``query``, ``positive`` and ``negative``; unsupervised rows need ``text``. The rollouts are
-generated for the positive (or the text), so that column becomes TRL's ``prompt``; the others travel along as extra
-columns to the reward. Nothing is silently lost: rows with empty or non-string values, and rows whose rollout text is
-longer than ``max_input_tokens`` (the reference filters those out too), are dropped with a warning that counts them.
+generated for the positive (or the text), so that text becomes TRL's ``prompt``. TRL hands its ``rollout_func`` the
+prompts only, not the other columns, so the prompt is structured: one user message whose ``content`` is the text and
+which carries the example's ``query`` and ``negative`` beside it (:func:`prompt_message`); the rollout function reads
+them back with :func:`prompt_fields`. The chat template is never applied to this message: the rollout function
+builds the encoder's own prompt from the text. Nothing is silently lost: rows with empty or non-string values, and
+rows whose rollout text is longer than ``max_input_tokens`` (the reference filters those out too), are dropped with a
+warning that counts them.
 """
 
 from __future__ import annotations
@@ -126,6 +130,24 @@ def prepare_dataset(
         raise ValueError(f"No usable training rows are left out of {total}: every row was empty or too long.")
     if max_rows is not None:
         dataset = dataset.select(range(min(max_rows, len(dataset))))
-    keep = [name for name in needed if name != main]
-    dataset = dataset.map(lambda row: {"prompt": row[main]})
-    return dataset.select_columns(["prompt", *keep])
+    others = [name for name in needed if name != main]
+    dataset = dataset.map(lambda row: {"prompt": prompt_message(row[main], **{name: row[name] for name in others})})
+    return dataset.select_columns(["prompt"])
+
+
+def prompt_message(text: str, **columns: str) -> list[dict[str, str]]:
+    """TRL's ``prompt`` for one example: a single user message with the text, carrying the other columns."""
+    return [{"role": "user", "content": text, **columns}]
+
+
+def prompt_fields(prompt: Any) -> dict[str, str]:
+    """``{"text", "query", "negative"}`` (those present) of a :func:`prompt_message` prompt, or of a raw text."""
+    if isinstance(prompt, str):
+        return {"text": prompt}
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict) and "content" in prompt[0]:
+        message = prompt[0]
+        return {"text": message["content"], **{k: message[k] for k in ("query", "negative") if message.get(k)}}
+    raise TypeError(
+        f"A GRACE prompt is a text or one user message made by grace_st.train.prepare_dataset, got {prompt!r}. Do "
+        "not apply a chat template yourself: the rollouts use the encoder's own prompt."
+    )

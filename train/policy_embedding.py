@@ -1,9 +1,9 @@
-"""The policy's own GRACE embeddings during training: prompts, anchor rationales and pooling, as the encoder does them.
+"""GRACE embeddings of given rationales with one forward of the policy: for rationales written elsewhere (vLLM).
 
-The reward must score a rationale with the very vector the saved model would produce for it, so every piece here is
-the encoder's own: ``build_prompt_batch`` (same template, same truncation), ``rationale_mask`` (up to and including
-the first end token), ``pooled_span_mask`` and ``embed_sequences`` (same hidden states, same masked mean, same
-normalisation). A test holds the two equal on a tiny model.
+The single pass (``rollouts.py``) embeds the rationales it writes itself. Rationales generated elsewhere (TRL's vLLM
+helper) are embedded here with one no-grad forward. The reward must score a rationale with the very vector the saved
+model would produce for it, so every piece here is the encoder's own: ``build_prompt_batch`` (same template, same
+truncation), ``pooled_span_mask`` and ``embed_sequences`` (same hidden states, same masked mean, same normalisation).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from ..modeling.generation import GenerationSettings, end_token_ids, generate_rationales
 from ..modeling.pooling import embed_sequences
 from ..modeling.prompts import PromptTemplate, build_prompt_batch, template_for
 from ..modeling.spans import pooled_span_mask
@@ -26,7 +25,7 @@ def decoder_of(model: Any) -> Any:
 
 
 class PolicyEmbedder:
-    """Embeds texts with given rationales, and writes anchor rationales, with whatever weights the model has now.
+    """The encoder's prompts for each role, and embeddings of texts with given rationales under the current weights.
 
     Args:
         tokenizer: the backbone's tokenizer.
@@ -88,37 +87,3 @@ class PolicyEmbedder:
         attention = torch.cat([prompt.attention_mask, completion_mask], 1)
         span = pooled_span_mask(prompt.span_mask, completion_mask, self.span)
         return embed_sequences(decoder, input_ids.to(device), attention.to(device), span.to(device), self.layer)
-
-    @torch.no_grad()
-    def generate(self, model: Any, texts: Sequence[str], role: str, settings: GenerationSettings) -> list[list[int]]:
-        """One rationale per text (ids up to and including the first end token), batched like the encoder."""
-        decoder, device = decoder_of(model), next(model.parameters()).device
-        end_ids = end_token_ids(decoder, self.tokenizer)
-        out: list[list[int]] = []
-        was_training = decoder.training
-        decoder.eval()
-        try:
-            for start in range(0, len(texts), self.batch_size):
-                chunk = list(texts[start : start + self.batch_size])
-                out.extend(self._generate_chunk(decoder, chunk, role, settings, end_ids, device))
-        finally:
-            decoder.train(was_training)
-        return out
-
-    def _generate_chunk(
-        self, decoder: Any, chunk: list[str], role: str, settings: GenerationSettings, end_ids: list[int], device: Any
-    ) -> list[list[int]]:
-        batch = build_prompt_batch(
-            self.tokenizer, self.templates[role], chunk, self.max_input_tokens, self.pad_token_id
-        )
-        ids = generate_rationales(
-            decoder, batch.input_ids.to(device), batch.attention_mask.to(device), settings, end_ids, self.pad_token_id
-        )
-        return [_cut_after_end(row.tolist(), end_ids) for row in ids.cpu()]
-
-
-def _cut_after_end(ids: list[int], end_ids: Sequence[int]) -> list[int]:
-    for i, token in enumerate(ids):
-        if token in end_ids:
-            return ids[: i + 1]
-    return ids

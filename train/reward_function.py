@@ -1,160 +1,99 @@
-"""GRACE's reward as a TRL reward function: embeddings from the current policy, then the pure formulas.
+"""GRACE's reward as a TRL reward function: a pure function of the columns the rollout function returned.
 
-TRL calls a reward function with the rollouts of this process only. GRACE's reward needs more: an anchor rationale
-for each query and negative (or a second generation of each text) written by the *current* policy, embeddings of all
-of them from the policy's own hidden states, and the other examples of the step as in-batch negatives. So this
-callable holds the trainer, does that work, gathers the embeddings across processes, applies ``rewards.py`` to the
-whole step, and returns this process's slice (TRL gathers the rewards again afterwards, as for any reward function).
+The rollouts and anchors, and their embeddings, come from ``rollouts.py`` as per-row columns (``grace_embedding``,
+``grace_query_embedding``, ...). Nothing here generates, runs the model or knows the trainer. TRL calls a reward
+function with this process's rows only, and GRACE's reward needs every example of the step (the other examples are
+in-batch negatives), so the columns are gathered across processes here; every process calls its reward function once
+per generation batch, so the gather is symmetric. ``rewards.py`` then scores the whole step, and this process's slice
+is returned (TRL gathers the rewards again afterwards, as for any reward function).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from trl.models import unwrap_model_for_generation
+from accelerate.utils import gather
 
-from ..modeling.generation import GenerationSettings, end_token_ids
-from .policy_embedding import decoder_of
-from .rewards import RewardTerms, supervised_reward, unsupervised_reward
+from .rewards import RewardTerms, RewardWeights, supervised_reward, unsupervised_reward
 
 
-if TYPE_CHECKING:
-    from .trainer import GraceGRPOTrainer
+ANCHOR_COLUMNS = {
+    "supervised": ("grace_query_embedding", "grace_negative_embedding"),
+    "unsupervised": ("grace_anchor_embedding",),
+}
 
 
 class GraceReward:
-    """``reward(prompts, completions, completion_ids, **columns) -> list[float]`` for :class:`GraceGRPOTrainer`."""
+    """``reward(prompts, completions, completion_ids, **columns) -> list[float]`` from the ``grace_*`` columns.
+
+    Args:
+        objective: ``"supervised"`` or ``"unsupervised"``.
+        weights: the reward constants.
+        variant: ``"reference"`` or ``"rollout"`` (supervised only; see ``rewards.py``).
+    """
 
     __name__ = "grace"  # TRL logs rewards as rewards/<__name__>/mean
 
-    def __init__(self) -> None:
-        self.trainer: GraceGRPOTrainer | None = None
-        self.last_rows: dict[str, list[Any]] = {}  # anchor sequences of the last call, for the contrastive term
-
-    def bind(self, trainer: GraceGRPOTrainer) -> None:
-        self.trainer = trainer
+    def __init__(self, objective: str, weights: RewardWeights, variant: str = "reference") -> None:
+        self.objective, self.weights, self.variant = objective, weights, variant
 
     def __call__(
-        self, prompts: list[str], completions: list[str], completion_ids: list[list[int]], **columns: Any
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]],
+        *,
+        grace_example: list[int],
+        grace_embedding: list[torch.Tensor],
+        grace_truncated: list[bool],
+        log_metric: Any = None,
+        grace_seconds: list[dict[str, float]] | None = None,
+        **columns: Any,
     ) -> list[float]:
-        trainer = self.trainer
-        if trainer is None:
-            raise RuntimeError("GraceReward is used by GraceGRPOTrainer, which binds it to itself; call bind().")
-        log_metric = columns["log_metric"]
-        args, accelerator = trainer.args, trainer.accelerator
-        k = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
-        model = accelerator.unwrap_model(trainer.model)
-        embedder = trainer.embedder
-        end_ids = end_token_ids(decoder_of(model), embedder.tokenizer)
-        n_local, offset = len(prompts), accelerator.process_index * len(prompts)
-
-        seconds: dict[str, float] = {"anchor_generation": 0.0, "reward_embeddings": 0.0}
-        with _timed(seconds, "reward_embeddings"):
-            rollouts = embedder.embed(model, prompts, "document", completion_ids)
-        truncated = torch.tensor(
-            [len(ids) >= args.max_completion_length and ids[-1] not in end_ids for ids in completion_ids],
-            device=rollouts.device,
-        )
-        # one anchor per example (group of k consecutive rows in the global step), written by the first local row
-        groups = [(offset + i) // k for i in range(n_local)]
-        firsts = sorted({g: i for i, g in reversed(list(enumerate(groups)))}.values())
-        row_of_group = {groups[i]: j for j, i in enumerate(firsts)}
-        row_anchor = torch.tensor([row_of_group[g] for g in groups], device=rollouts.device)
-        settings = GenerationSettings(
-            max_new_tokens=args.max_completion_length, do_sample=True, temperature=args.anchor_temperature
-        )
-        if args.objective == "supervised":
-            anchor_sources = {"query": columns["query"], "document": columns["negative"]}
+        start = time.perf_counter()
+        missing = [name for name in ANCHOR_COLUMNS[self.objective] if name not in columns]
+        if missing:
+            raise ValueError(f"GraceReward({self.objective!r}) needs columns {missing} from GraceRollouts.")
+        local = torch.stack(grace_embedding).float()
+        device = local.device
+        examples = torch.tensor(grace_example, device=device)
+        cut = torch.tensor(grace_truncated, device=device, dtype=torch.long)
+        anchors = [torch.stack(columns[name]).float() for name in ANCHOR_COLUMNS[self.objective]]
+        rollouts, examples, cut, *anchors = gather([local, examples, cut, *anchors])  # every process calls this
+        batch = int(examples.max()) + 1
+        k = rollouts.shape[0] // batch
+        if not torch.equal(examples, torch.arange(batch, device=device).repeat_interleave(k)):
+            raise ValueError(
+                "grace_example must number the examples 0..B-1 in process order, each on K consecutive rows "
+                f"(TRL's layout); got {examples.tolist()}."
+            )
+        grouped, truncated = rollouts.view(batch, k, -1), cut.bool().view(batch, k)
+        firsts = [anchor[::k] for anchor in anchors]  # one anchor per example
+        if self.objective == "supervised":
+            terms = supervised_reward(firsts[0], grouped, firsts[1], truncated, self.weights, self.variant)
         else:
-            anchor_sources = {"document": prompts}
-        anchors, anchor_ids = self._anchor_embeddings(model, anchor_sources, firsts, settings, seconds)
-        anchors = {role: embedding[row_anchor] for role, embedding in anchors.items()}
-        self.last_rows = self._anchor_rows(anchor_sources, anchor_ids, firsts, groups)
-
-        gather = accelerator.gather
-        all_rollouts, all_truncated = gather(rollouts), gather(truncated)
-        batch = all_rollouts.shape[0] // k
-        grouped, cut = all_rollouts.view(batch, k, -1), all_truncated.view(batch, k)
-        weights = args.grace_reward_weights()
-        if args.objective == "supervised":
-            query, negative = gather(anchors["query"])[::k], gather(anchors["document"])[::k]
-            terms = supervised_reward(query, grouped, negative, cut, weights, args.reward_variant)
-        else:
-            terms = unsupervised_reward(gather(anchors["document"])[::k], grouped, cut, weights)
-        _log_terms(log_metric, terms, cut)
-        log_metric("grace/examples_in_reward", float(batch))  # all processes' examples: the in-batch negatives
-        for phase, value in seconds.items():
-            log_metric(f"grace/seconds/{phase}", value)
-        return terms.reward.flatten()[offset : offset + n_local].tolist()
-
-    def _anchor_embeddings(
-        self,
-        model: Any,
-        sources: dict[str, list[str]],
-        firsts: list[int],
-        settings: GenerationSettings,
-        seconds: dict[str, float],
-    ) -> tuple[dict[str, torch.Tensor], dict[str, list[list[int]]]]:
-        """One anchor rationale and embedding per example and role; roles sharing a prompt share one batch."""
-        embedder = self.trainer.embedder
-        by_template: dict[Any, list[str]] = {}
-        for role in sources:
-            by_template.setdefault(embedder.templates[role], []).append(role)
-        out, ids = {}, {}
-        for roles in by_template.values():
-            texts = [sources[role][i] for role in roles for i in firsts]
-            with _timed(seconds, "anchor_generation"), self._generation_model() as generator:
-                rationales = embedder.generate(generator, texts, roles[0], settings)
-            with _timed(seconds, "reward_embeddings"):
-                embeddings = embedder.embed(model, texts, roles[0], rationales)
-            for j, role in enumerate(roles):
-                out[role] = embeddings[j * len(firsts) : (j + 1) * len(firsts)]
-                ids[role] = rationales[j * len(firsts) : (j + 1) * len(firsts)]
-        return out, ids
-
-    def _anchor_rows(
-        self,
-        sources: dict[str, list[str]],
-        rationales: dict[str, list[list[int]]],
-        firsts: list[int],
-        groups: list[int],
-    ) -> dict[str, list[Any]]:
-        """Per-row anchor sequences (prompt ids + anchor rationale) for the contrastive loss term."""
-        embedder = self.trainer.embedder
-        group_row = {groups[i]: j for j, i in enumerate(firsts)}
-        names = {"query": "query", "document": "negative"} if len(sources) == 2 else {"document": "anchor"}
-        rows: dict[str, list[Any]] = {"grace_example": list(groups)}
-        for role, name in names.items():
-            prompts = embedder.prompt_ids([sources[role][i] for i in firsts], role)
-            rows[f"grace_{name}_ids"] = [prompts[group_row[g]] + rationales[role][group_row[g]] for g in groups]
-            rows[f"grace_{name}_prompt_len"] = [len(prompts[group_row[g]]) for g in groups]
-        return rows
-
-    def _generation_model(self) -> Any:
-        """TRL's own unwrapping for generation: under DeepSpeed ZeRO-3 it gathers the sharded weights first."""
-        trainer = self.trainer
-        return unwrap_model_for_generation(
-            trainer.model_wrapped,
-            trainer.accelerator,
-            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
-        )
+            terms = unsupervised_reward(firsts[0], grouped, truncated, self.weights)
+        if log_metric is not None:
+            _log(log_metric, terms, truncated, batch, grace_seconds, time.perf_counter() - start)
+        offset = grace_example[0] * k
+        return terms.reward.flatten()[offset : offset + len(grace_example)].tolist()
 
 
-def _log_terms(log_metric: Any, terms: RewardTerms, truncated: torch.Tensor) -> None:
-    """Each reward term's mean (before /tau), so a user sees what moves: similarity, consistency or contrast."""
+def _log(
+    log_metric: Any,
+    terms: RewardTerms,
+    truncated: torch.Tensor,
+    batch: int,
+    seconds: list[dict[str, float]] | None,
+    reward_seconds: float,
+) -> None:
+    """Each term's mean (before /tau), so a user sees what moves, and where the step's generation time went."""
     for name in ("positive", "negative", "consistency", "hard_negative"):
         log_metric(f"grace/{name}", getattr(terms, name).mean().item())
     log_metric("grace/truncated_fraction", truncated.float().mean().item())
-
-
-@contextmanager
-def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
-    """Add the wall time of the block to ``seconds[phase]`` (the step-time profile reads these)."""
-    start = time.perf_counter()
-    yield
-    seconds[phase] += time.perf_counter() - start
+    log_metric("grace/examples_in_reward", float(batch))  # all processes' examples: the in-batch negatives
+    for phase, value in (seconds[0] if seconds else {}).items():
+        log_metric(f"grace/seconds/{phase}", value)
+    log_metric("grace/seconds/reward", reward_seconds)
