@@ -46,6 +46,7 @@ def plot_learning_curve(
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("grace: matplotlib is not installed, so learning_curve.png is skipped", file=sys.stderr)
         return None
@@ -62,6 +63,7 @@ def plot_learning_curve(
     if validation:
         _plot_validation(axes[1], validation)
     axes[-1].set_xlabel("training step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     path = Path(path)
     figure.savefig(path, dpi=100)
     return path
