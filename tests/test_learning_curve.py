@@ -60,6 +60,31 @@ def test_scores_every_eval_steps_and_logs_each_point(ending_backbone, tmp_path):
     assert points[0]["mean"] == pytest.approx((points[0]["per_task"]["TaskA"] + 0.5) / 2)
 
 
+def test_a_step_that_stops_training_early_is_not_scored(ending_backbone, tmp_path):
+    from grace_st.train.time_budget import TimeBudget
+
+    args = tiny_args(tmp_path, max_steps=4, **{**CURVE, "eval_steps": 1})
+    trainer = make_trainer(ending_backbone, args, triples(8))
+    trainer.add_callback(TimeBudget(minutes=1e-6))  # spent at once: stop after step 1, as a SIGTERM would
+    score = RecordingScore(trainer)
+    trainer.add_callback(LearningCurve(trainer, score_fn=score))
+    trainer.train()
+    assert trainer.state.global_step == 1 and score.steps == []
+
+
+def test_a_resumed_run_keeps_the_points_scored_before_the_checkpoint(ending_backbone, tmp_path):
+    settings = dict(eval_steps=1, save_strategy="steps", save_steps=2, heldout_eval="suite", learning_curve=True)
+    first = make_trainer(ending_backbone, tiny_args(tmp_path, max_steps=2, **settings), triples(8))
+    first.add_callback(LearningCurve(first, score_fn=RecordingScore(first)))
+    first.train()
+    resumed = make_trainer(ending_backbone, tiny_args(tmp_path, max_steps=4, **settings), triples(8))
+    score = RecordingScore(resumed)
+    resumed.add_callback(LearningCurve(resumed, score_fn=score))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    assert score.steps == [3, 4]  # steps 1-2 are not scored again ...
+    assert [p["step"] for p in validation_points(resumed.state.log_history)] == [1, 2, 3, 4]  # ... nor lost
+
+
 @pytest.mark.parametrize("lora", [False, True])
 def test_scoring_leaves_the_policy_and_random_streams_untouched(ending_backbone, tmp_path, lora):
     kwargs = {}

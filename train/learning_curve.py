@@ -98,7 +98,8 @@ def score_policy(policy: Any, tokenizer: Any, args: GraceConfig, score_fn: Score
 
 class LearningCurve(TrainerCallback):
     """Scores the validation tasks at every step that is a multiple of ``eval_steps`` (not at step 0: the untrained
-    base is scored before training anyway).
+    base is scored before training anyway), except a step where training stops early (a signal, the time budget):
+    a signalled job may have seconds left for its checkpoint, and a spent budget is spent.
 
     Args:
         trainer: the :class:`~grace_st.train.trainer.GraceGRPOTrainer` it is added to (``trainer.add_callback``);
@@ -117,6 +118,8 @@ class LearningCurve(TrainerCallback):
         interval = state.eval_steps
         if not interval or state.global_step % interval != 0:
             return control
+        if control.should_training_stop and state.global_step < state.max_steps:
+            return control  # stopped early (signal, time budget): the checkpoint and the exit come first
         if state.is_world_process_zero:
             started = time.perf_counter()
             policy = self.trainer.accelerator.unwrap_model(self.trainer.model)
