@@ -57,6 +57,9 @@ class GraceConfig(GRPOConfig):
             contrastive-only baseline (rationales are still sampled and pooled, but not reinforced).
         max_train_minutes: a wall-clock budget for training (objectives are compared on equal time; the CPU recipe
             fits an hour on any machine kind); ``max_steps`` still applies.
+        learning_curve / learning_curve_max_queries: score the suite's validation tasks every ``eval_steps`` steps
+            during training (capped at this many queries per task), logged as ``heldout/validation/*`` and plotted
+            in the saved model's ``learning_curve.png``; needs ``heldout_eval: "suite"``.
     """
 
     objective: str = field(default="supervised", metadata=_help(f"One of {OBJECTIVES}."))
@@ -103,6 +106,17 @@ class GraceConfig(GRPOConfig):
     heldout_eval_batch_size: int = field(default=64, metadata=_help("Texts per generation batch when scoring."))
     heldout_eval_resamples: int = field(default=1000, metadata=_help("Paired bootstrap resamples (>= 1000)."))
     # --- end of the held-out suite block ---
+    # --- learning curve (see train/learning_curve.py) ---
+    learning_curve: bool = field(
+        default=False,
+        metadata=_help(
+            "Score the suite's validation tasks every eval_steps during training (needs heldout_eval: suite)."
+        ),
+    )
+    learning_curve_max_queries: int = field(
+        default=50, metadata=_help("Validation queries per suite task at each learning-curve evaluation.")
+    )
+    # --- end of the learning curve block ---
 
     def __post_init__(self) -> None:
         if self.bf16 is None:  # TRL would turn None into True and then refuse to run on a CPU
@@ -154,6 +168,7 @@ class GraceConfig(GRPOConfig):
         if not isinstance(self.instruction, str) or not self.instruction.strip():
             raise ValueError("instruction must be a non-empty system prompt (default: the GRACE reference prompt).")
         self._validate_suite_fields()
+        self._validate_learning_curve_fields()
 
     def _validate_suite_fields(self) -> None:
         """The held-out suite block's fields."""
@@ -170,6 +185,30 @@ class GraceConfig(GRPOConfig):
         for name in ("heldout_eval_batch_size", "heldout_eval_resamples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer.")
+
+    def _validate_learning_curve_fields(self) -> None:
+        """The learning-curve block's fields (the interval is TRL's own ``eval_steps``)."""
+        cap = self.learning_curve_max_queries
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(
+                f"learning_curve_max_queries={cap!r} must be a positive integer (e.g. 50: about a minute per "
+                "evaluation on the 135M backbone)."
+            )
+        if not self.learning_curve:
+            return
+        if self.heldout_eval != "suite":
+            raise ValueError(
+                f"learning_curve=True scores the held-out suite's validation tasks, but heldout_eval="
+                f"{self.heldout_eval!r}; set heldout_eval: suite (or learning_curve: false)."
+            )
+        steps = self.eval_steps
+        if steps is None or not (isinstance(steps, (int, float)) and math.isfinite(steps) and steps > 0):
+            raise ValueError(
+                f"learning_curve=True needs eval_steps > 0 (the interval between evaluations), got eval_steps="
+                f"{steps!r}; e.g. eval_steps: 50 (every 50 steps) or 0.1 (ten times per run)."
+            )
+        if steps > 1 and steps != int(steps):
+            raise ValueError(f"eval_steps={steps!r} must be a whole number of steps when above 1 (or a ratio < 1).")
 
     def _validate_loss_weights(self) -> None:
         for name in ("contrastive_weight", "policy_gradient_weight"):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,21 @@ def grace_model_from_policy(
     )
 
 
-def save_trained_model(model: SentenceTransformer, output_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
-    """Save ``model`` (its card data already filled) and ``train_summary.json`` atomically into ``output_dir``."""
+def save_trained_model(
+    model: SentenceTransformer,
+    output_dir: str | os.PathLike,
+    summary: dict[str, Any],
+    extra_files: Iterable[str | os.PathLike] = (),
+) -> Path:
+    """Save ``model`` (its card data already filled), ``train_summary.json`` and ``extra_files`` (copied in by name,
+    e.g. the card's ``learning_curve.png``) atomically into ``output_dir``."""
     target = Path(output_dir).expanduser().resolve()
     checkpoints = target / CHECKPOINTS
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     saved = save_grace_model(model, staging / "model", overwrite=True)
     (saved / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for extra in extra_files:
+        shutil.copyfile(extra, saved / Path(extra).name)
     if checkpoints.exists():
         os.replace(checkpoints, saved / CHECKPOINTS)  # same filesystem: an atomic move
     swap_into_place(saved, target)

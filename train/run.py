@@ -25,6 +25,7 @@ from .config import GraceConfig
 from .data import load_source, prepare_dataset
 from .export import CHECKPOINTS, grace_model_from_policy, save_trained_model
 from .graceful_stop import GracefulStop
+from .learning_curve import LearningCurve
 from .summary import card_training_record, reward_curve, training_summary
 from .time_budget import TimeBudget
 
@@ -110,6 +111,8 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
         peft_config=get_peft_config(model_args),
         callbacks=[stop, TimeBudget(args.max_train_minutes)],
     )
+    if args.learning_curve:
+        trainer.add_callback(LearningCurve(trainer))
     trainer.train(resume_from_checkpoint=resume)
     if stop.requested is not None:
         print(
@@ -121,8 +124,9 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     summary: dict[str, Any] = {}
     if main_process:
         policy = trainer.accelerator.unwrap_model(trainer.model)
-        curve = reward_curve(trainer.state.log_history)
-        summary = _finish(policy, tokenizer, args, script_args, model_args, location, curve, output_dir, started)
+        log = trainer.state.log_history
+        curve = reward_curve(log)
+        summary = _finish(policy, tokenizer, args, script_args, model_args, location, curve, output_dir, started, log)
         if push:
             from ..push import push_grace_model
 
@@ -147,8 +151,9 @@ def _finish(
     curve: dict[str, Any],
     output_dir: Path,
     started: float,
+    log_history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Score the trained model, fill its card and save it with ``train_summary.json``."""
+    """Score the trained model, fill its card and save it with ``train_summary.json`` and ``learning_curve.png``."""
     from .heldout import heldout_examples, heldout_score
 
     base = _previous_base_score(output_dir / CHECKPOINTS) if args.heldout_eval else None
@@ -172,8 +177,27 @@ def _finish(
         card.grace_training = card_training_record(
             args, script_args.dataset_name, location, base, trained, curve, summary
         )
-        save_trained_model(model, output_dir, summary)
+        plot = _learning_curve(log_history or [], args, summary, card.grace_training, workdir)
+        save_trained_model(model, output_dir, summary, extra_files=plot)
     return summary
+
+
+def _learning_curve(
+    log_history: list[dict[str, Any]], args: GraceConfig, summary: dict, record: dict, workdir: str
+) -> list[Path]:
+    """The validation curve into the summary and card record; the plot (rewards, and validation if scored) to
+    ``workdir``, linked from the card. Returns the files to save beside the model."""
+    from .curve_plot import LEARNING_CURVE_PNG, plot_learning_curve, reward_points
+    from .learning_curve import validation_points
+
+    points = validation_points(log_history) if args.learning_curve else []
+    if args.learning_curve:
+        summary["validation_curve"] = record["validation_curve"] = points
+    plot = plot_learning_curve(reward_points(log_history), points, Path(workdir) / LEARNING_CURVE_PNG)
+    if plot is None:
+        return []
+    record["learning_curve_image"] = LEARNING_CURVE_PNG
+    return [plot]
 
 
 def _suite_report(base: dict[str, Any] | None, trained: dict[str, Any] | None, args: GraceConfig) -> list[dict]:
