@@ -13,9 +13,10 @@ forward to embed everything.
 baton: only one runs at a time). Before each pair of steps the old policy gets the new one's weights and both get the
 same random state, so both sample the same rollouts and anchors; the script asserts that token for token and reports
 the largest reward difference, each path scoring with embeddings from its own generation. The first pair is a warm-up
-and is left out of the means. The last line is JSON: the default backbone's ``step_speedup``, ``phases_speedup``
-(rollout generation + anchor generation + reward embeddings, old/new), ``old_step_s``, ``new_step_s``,
-``max_reward_diff``, and every backbone's numbers under ``backbones``.
+and is left out; times are medians over the measured steps (robust to a neighbour's load spike). The last line is
+JSON: the default backbone's ``step_speedup``, ``phases_speedup`` (old rollout generation + anchor generation + reward
+embeddings over new generation + reward), ``old_step_s``, ``new_step_s``, ``max_reward_diff``, and every backbone's
+numbers under ``backbones``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from typing import Any
 
 
 PHASES = ("rollout_generation", "anchor_generation", "reward_embeddings")
-NEW_PHASES = {"rollout_generation": "rollout_generation", "anchor_generation": "anchor_generation"}
-NEW_PHASES["reward_embeddings"] = "reward"  # no embedding pass is left; the reward's own time stands in for it
+NEW_PHASES = {"generation": "generation", "reward": "reward"}
+"""The new path writes rollouts and anchors in one pass that also embeds them; its reward stands in for the
+embedding pass the old path had."""
 
 
 def _tiny_backbone(folder: Path) -> str:
@@ -72,16 +74,16 @@ def _setup(backbone: str, steps: int, args: argparse.Namespace, workdir: Path) -
     return tokenizer, config, data, lora
 
 
-def _phase_means(trainer: Any, names: dict[str, str]) -> dict[str, float]:
+def _phase_medians(trainer: Any, names: dict[str, str]) -> dict[str, float]:
     logs = [entry for entry in trainer.state.log_history if "grace/positive" in entry or "reward" in entry][1:]
     return {
-        phase: statistics.mean(entry.get(f"grace/seconds/{key}", 0.0) for entry in logs)
+        phase: statistics.median(entry.get(f"grace/seconds/{key}", 0.0) for entry in logs)
         for phase, key in names.items()
     }
 
 
 def profile(backbone: str, steps: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    """The new path alone: mean phase and step times over ``steps`` steps after a warm-up."""
+    """The new path alone: median phase and step times over ``steps`` steps after a warm-up."""
     from transformers import AutoModelForCausalLM
 
     from grace_st.train.trainer import GraceGRPOTrainer
@@ -90,10 +92,10 @@ def profile(backbone: str, steps: int, args: argparse.Namespace, workdir: Path) 
     model = AutoModelForCausalLM.from_pretrained(backbone)
     trainer = GraceGRPOTrainer(model, config, data, processing_class=tokenizer, peft_config=lora)
     trainer.train()
-    means = _phase_means(trainer, NEW_PHASES)
-    means["step"] = statistics.mean(trainer.step_timer.seconds[1:])
-    means["policy_update"] = means["step"] - sum(means[phase] for phase in PHASES)
-    return means
+    medians = _phase_medians(trainer, NEW_PHASES)
+    medians["step"] = statistics.median(trainer.step_timer.seconds[1:])
+    medians["policy_update"] = medians["step"] - sum(medians[phase] for phase in NEW_PHASES)
+    return medians
 
 
 class _Baton:
@@ -228,9 +230,9 @@ def _summarise(trainers: dict[str, Any], steppers: dict[str, Any], recorders: di
         assert old[0] == new[0], f"step {step + 1}: the two paths sampled different rollouts"
         assert old[1] == new[1], f"step {step + 1}: the two paths sampled different anchors"
         diff = max(diff, max(abs(a - b) for a, b in zip(old[2], new[2], strict=True)))
-    old_phases = _phase_means(trainers["old"], {phase: phase for phase in PHASES})
-    new_phases = _phase_means(trainers["new"], NEW_PHASES)
-    old_step, new_step = (statistics.mean(steppers[name].seconds[1:]) for name in ("old", "new"))
+    old_phases = _phase_medians(trainers["old"], {phase: phase for phase in PHASES})
+    new_phases = _phase_medians(trainers["new"], NEW_PHASES)
+    old_step, new_step = (statistics.median(steppers[name].seconds[1:]) for name in ("old", "new"))
     return {
         "step_speedup": old_step / new_step,
         "phases_speedup": sum(old_phases.values()) / sum(new_phases.values()),
@@ -278,7 +280,7 @@ def main() -> None:
             results[name]["wall_seconds"] = time.perf_counter() - start
     print(
         f"\nGRACE step profile: {args.batch_size} completions/step ({args.rollouts} rollouts), "
-        f"{args.max_new_tokens} new tokens, LoRA={args.lora}, {torch.get_num_threads()} threads; mean of "
+        f"{args.max_new_tokens} new tokens, LoRA={args.lora}, {torch.get_num_threads()} threads; median of "
         f"{args.steps} steps after a warm-up"
     )
     if args.compare:
@@ -292,9 +294,10 @@ def main() -> None:
         keys = ("step_speedup", "phases_speedup", "old_step_s", "new_step_s", "max_reward_diff")
         print(json.dumps({**{key: _rounded(headline[key]) for key in keys}, "backbones": _rounded(results)}))
         return
-    print(f"{'backbone':<10}" + "".join(f"{p:>20}" for p in (*PHASES, "policy_update", "step")))
+    columns = (*NEW_PHASES, "policy_update", "step")
+    print(f"{'backbone':<10}" + "".join(f"{p:>16}" for p in columns))
     for name, r in results.items():
-        print(f"{name:<10}" + "".join(f"{r[p]:>19.2f}s" for p in (*PHASES, "policy_update", "step")))
+        print(f"{name:<10}" + "".join(f"{r[p]:>15.2f}s" for p in columns))
     print(json.dumps(_rounded(results)))
 
 

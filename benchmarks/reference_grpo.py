@@ -5,6 +5,10 @@ TRL's ``generate`` writes the rollouts (on the encoder's prompt ids, through TRL
 reward holds the trainer to do that. ``grpo_step_profile.py --compare`` times this path against
 :class:`~grace_st.train.GraceGRPOTrainer` in the same process, on the same data and random stream, and checks that both
 sample the same tokens. The private overrides below are the old path's, kept only for that comparison.
+
+One thing differs from the old code, and it costs nothing: the new path samples the rollouts and the anchors from two
+streams seeded from torch's default one (``grace_st.train.rollouts.draw_seeds``), so this reference reseeds
+``generate`` with the same two seeds, before the rollouts and before the anchors, to draw the same tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from grace_st.train.config import GraceConfig
 from grace_st.train.data import prompt_fields
 from grace_st.train.policy_embedding import PolicyEmbedder, decoder_of
 from grace_st.train.rewards import supervised_reward
+from grace_st.train.rollouts import draw_seeds
 
 
 class ReferenceGRPOTrainer(GRPOTrainer):
@@ -52,6 +57,8 @@ class ReferenceGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts: list) -> Any:
         start = time.perf_counter()
+        rollout_seed, self.anchor_seed = draw_seeds(2)
+        torch.manual_seed(rollout_seed)
         out = super()._generate(prompts)
         self._metrics["train"]["grace/seconds/rollout_generation"].append(time.perf_counter() - start)
         return out
@@ -80,6 +87,7 @@ class ReferenceReward:
         examples = fields[::k]
         texts = [f["query"] for f in examples] + [f["negative"] for f in examples]
         settings = GenerationSettings(args.max_completion_length, do_sample=True, temperature=args.anchor_temperature)
+        torch.manual_seed(trainer.anchor_seed)
         with _timed(seconds, "anchor_generation"), self._generation_model() as generator:
             self.anchor_ids = _generate(embedder, decoder_of(generator), texts, settings, end_ids)
         with _timed(seconds, "reward_embeddings"):

@@ -63,15 +63,16 @@ def _lora_delta(module: Any) -> torch.Tensor | None:
 
 def _packable(model: Any) -> list[tuple[Any, torch.Tensor, torch.Tensor | None]]:
     """``(module, weight, bias)`` of each linear to pack: plain linears, and LoRA linears with adapters folded in."""
-    out, inside_lora = [], set()
+    out, skipped = [], set()  # layers inside a folded LoRA layer, or inside one already packed by an outer call
     for module in model.modules():
         delta = _lora_delta(module)
         if delta is not None:
             base = module.base_layer
             out.append((module, base.weight.detach() + delta, base.bias))
-            inside_lora.update(id(m) for m in module.modules() if m is not module)
+        if delta is not None or "forward" in vars(module):
+            skipped.update(id(m) for m in module.modules() if m is not module)
     for module in model.modules():
-        if _plain_cpu_linear(module) and id(module) not in inside_lora:
+        if _plain_cpu_linear(module) and id(module) not in skipped:
             out.append((module, module.weight.detach(), module.bias))
     return out
 
@@ -100,7 +101,8 @@ def onednn_linears(model: Any, rows: int) -> Iterator[None]:
     """Within the block, ``model``'s plain fp32 CPU linear layers run on weights packed for ``rows``-row inputs.
 
     Nothing changes where the batch is smaller than :data:`PACK_MIN_ROWS`, the packed copy would exceed
-    :data:`PACK_MAX_BYTES` or oneDNN is missing. The modules are restored on exit, also when the block raises.
+    :data:`PACK_MAX_BYTES` or oneDNN is missing. The modules are restored on exit, also when the block raises. Inside
+    an outer block, layers it already packed are left as they are (several generation calls share one packing).
     """
     with torch.no_grad():
         linears = _packable(model) if rows >= PACK_MIN_ROWS else []

@@ -91,34 +91,64 @@ class _DecoderOutputs:
         return states[layer]
 
 
-class _TokenChooser:
-    """Greedy argmax, or ``generate``'s sampling: temperature, top-p, then one multinomial draw per original row."""
+@dataclass(frozen=True)
+class RowGroup:
+    """Consecutive rows of a batch that sample as their own ``generate`` call would: own settings, own random stream.
 
-    def __init__(self, settings: GenerationSettings, batch_size: int) -> None:
-        self.settings, self.batch_size = settings, batch_size
-        warpers = []
-        if settings.do_sample and settings.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(settings.temperature))
-        if settings.do_sample and settings.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(settings.top_p))
-        self.warpers = LogitsProcessorList(warpers)
+    One decode loop can then write rationales that need different temperatures (GRPO's rollouts and their anchors)
+    for the cost of one batch, each group drawing exactly the tokens a separate ``generate`` call would draw from the
+    same generator state.
+
+    Attributes:
+        rows: how many consecutive rows (the groups cover the batch in order).
+        settings: decoding of these rows (``max_new_tokens`` is the batch's).
+        generator: the random stream the group draws from; None: torch's default stream.
+    """
+
+    rows: int
+    settings: GenerationSettings
+    generator: torch.Generator | None = None
+
+
+class _TokenChooser:
+    """Per row group: greedy argmax, or ``generate``'s sampling (temperature, top-p, one multinomial draw per row)."""
+
+    def __init__(self, groups: list[RowGroup], device: torch.device) -> None:
+        self.groups, start, temperatures = [], 0, []
+        for group in groups:
+            settings, warpers = group.settings, []
+            if settings.do_sample and settings.temperature != 1.0:
+                warpers.append(TemperatureLogitsWarper(settings.temperature))
+            if settings.do_sample and settings.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(settings.top_p))
+            self.groups.append((start, start + group.rows, group, LogitsProcessorList(warpers)))
+            temperatures += [settings.temperature if settings.do_sample else 1.0] * group.rows
+            start += group.rows
+        self.temperatures = torch.tensor(temperatures, device=device)
 
     def __call__(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Next token of each active row; ``rows`` are their indices in the original batch."""
-        if not self.settings.do_sample:
-            return logits.argmax(dim=-1)
-        probs = self.warpers(None, logits).softmax(dim=-1)
-        # generate() draws for every row of the batch, finished or not; one draw per original row keeps the
-        # random stream, hence the sampled tokens, the same as generate()'s for the same seed.
-        full = probs.new_zeros((self.batch_size, probs.shape[-1]))
-        full[:, 0] = 1.0
-        full[rows] = probs
-        return torch.multinomial(full, num_samples=1).squeeze(1)[rows]
+        tokens = torch.empty_like(rows)
+        for start, stop, group, warpers in self.groups:
+            active = (rows >= start) & (rows < stop)
+            if not bool(active.any()):
+                continue  # generate() stops drawing once all of its rows have ended
+            if not group.settings.do_sample:
+                tokens[active] = logits[active].argmax(dim=-1)
+                continue
+            probs = warpers(None, logits[active]).softmax(dim=-1)
+            # generate() draws for every row of its batch, finished or not; one draw per original row of the group
+            # keeps the random stream, hence the sampled tokens, the same as generate()'s for the same state.
+            local = rows[active] - start
+            full = probs.new_zeros((stop - start, probs.shape[-1]))
+            full[:, 0] = 1.0
+            full[local] = probs
+            tokens[active] = torch.multinomial(full, num_samples=1, generator=group.generator).squeeze(1)[local]
+        return tokens
 
-    def logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Log-probability of ``tokens`` under the temperature-scaled logits (greedy: temperature 1)."""
-        temperature = self.settings.temperature if self.settings.do_sample else 1.0
-        scaled = logits / temperature if temperature != 1.0 else logits
+    def logprobs(self, logits: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Log-probability of ``tokens`` under each row's temperature-scaled logits (greedy: temperature 1)."""
+        scaled = logits / self.temperatures[rows, None]
         return scaled.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
 
 
@@ -143,19 +173,27 @@ def generate_with_hidden_states(
     pad_token_id: int,
     layer: int = -1,
     logprobs: bool = False,
+    groups: list[RowGroup] | None = None,
 ) -> GeneratedBatch:
     """Generate one rationale per left-padded prompt and return it with ``layer``'s hidden states, in one pass.
 
     Equal (up to float rounding) to ``generate_rationales`` followed by ``select_hidden_states`` over
     ``[prompt | rationale]`` with the rationale mask as attention mask; the tests hold the two equal. With
-    ``logprobs``, each sampled token's log-probability is kept too (what GRPO's rollouts must return).
+    ``logprobs``, each sampled token's log-probability is kept too (what GRPO's rollouts must return). ``groups``
+    decode consecutive rows with their own settings and random streams (default: one group, ``settings``).
     """
+    groups = groups or [RowGroup(input_ids.shape[0], settings)]
+    if sum(group.rows for group in groups) != input_ids.shape[0]:
+        raise ValueError(f"Row groups cover {sum(g.rows for g in groups)} rows; the batch has {input_ids.shape[0]}.")
     with (
         seeded_sampling(settings, input_ids.device),
         _DecoderOutputs(model) as captured,
         cpu_kernels(model, input_ids),
     ):
-        return _decode(model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer, logprobs)
+        chooser = _TokenChooser(groups, input_ids.device)
+        return _decode(
+            model, captured, input_ids, attention_mask, settings, end_ids, pad_token_id, layer, chooser, logprobs
+        )
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
@@ -235,6 +273,7 @@ def _decode(
     end_ids: list[int],
     pad_token_id: int,
     layer: int,
+    choose: _TokenChooser,
     logprobs: bool = False,
 ) -> GeneratedBatch:
     batch, steps, device = input_ids.shape[0], settings.max_new_tokens, input_ids.device
@@ -252,7 +291,6 @@ def _decode(
         logits, prompt_hidden = logits.logits[:, -1].to(dtype=torch.float32), captured.layer(layer)
     generated = torch.full((batch, steps), pad_token_id, dtype=torch.long, device=device)
     gen_hidden = prompt_hidden.new_zeros((batch, steps, prompt_hidden.shape[-1]))
-    choose = _TokenChooser(settings, batch)
     token_logprobs = torch.zeros((batch, steps), device=device) if logprobs else None
     ends = torch.tensor(end_ids, device=device)
     rows = torch.arange(batch, device=device)  # original index of each row still in the batch
@@ -262,7 +300,7 @@ def _decode(
         tokens = choose(logits, rows)
         generated[rows, step], used = tokens, step + 1
         if token_logprobs is not None:
-            token_logprobs[rows, step] = choose.logprobs(logits, tokens)
+            token_logprobs[rows, step] = choose.logprobs(logits, tokens, rows)
         finished = torch.isin(tokens, ends) if step + 1 < steps else torch.ones_like(tokens, dtype=torch.bool)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         step_inputs = dict(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None])

@@ -19,7 +19,7 @@ from grace_st.train.config import GraceConfig
 from grace_st.train.policy_embedding import PolicyEmbedder
 from grace_st.train.reward_function import GraceReward
 from grace_st.train.rewards import RewardWeights, supervised_reward, unsupervised_reward
-from grace_st.train.rollouts import GraceRollouts, check_generation_settings, examples_of, sequence_span_mask
+from grace_st.train.rollouts import GraceRollouts, Part, check_generation_settings, examples_of, sequence_span_mask
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +44,37 @@ def _rollouts(backbone, tmp_path, **overrides):
     return rollouts, model, end_token_ids(model, tokenizer)
 
 
-def test_sampled_rollouts_equal_generate_and_carry_real_logprobs(ending_backbone, tmp_path):
-    rollouts, model, end_ids = _rollouts(ending_backbone, tmp_path, temperature=0.7, top_p=0.9)
-    texts = [text for text in TEXTS[:3] for _ in range(2)]
-    torch.manual_seed(11)
+def test_rollouts_and_anchors_in_one_batch_sample_like_their_own_generate_calls(ending_backbone, tmp_path):
+    """One decode loop, two row groups: each draws generate()'s tokens for its seed, with real log-probabilities."""
+    rollouts, model, end_ids = _rollouts(ending_backbone, tmp_path, temperature=0.7, top_p=0.9, anchor_temperature=0.4)
+    parts = [
+        Part([text for text in TEXTS[:3] for _ in range(2)], "document", rollouts.rollout_settings),
+        Part(TEXTS[3:], "query", rollouts.anchor_settings),
+    ]
+    for seed, part in enumerate(parts):
+        part.generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        written = rollouts.write(model, texts, "document", rollouts.rollout_settings, end_ids)
+        written = rollouts.write(model, parts, end_ids)
     embedder = rollouts.embedder
-    batch = build_prompt_batch(embedder.tokenizer, embedder.templates["document"], texts, 64, embedder.pad_token_id)
-    torch.manual_seed(11)
-    reference = generate_rationales(
-        model, batch.input_ids, batch.attention_mask, rollouts.rollout_settings, end_ids, embedder.pad_token_id
-    )
-    assert len({len(ids) for ids in written.completion_ids}) > 1, "rows end at different steps"
-    for row, ids in zip(reference.tolist(), written.completion_ids, strict=True):
-        assert row[: len(ids)] == ids and all(t == embedder.pad_token_id for t in row[len(ids) :])
-        assert ids[-1] in end_ids or len(ids) == 8
-    assert written.truncated == [ids[-1] not in end_ids for ids in written.completion_ids]
-    for prompt, ids, logprobs in zip(written.prompt_ids, written.completion_ids, written.logprobs, strict=True):
-        with torch.no_grad():
-            logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1] / 0.7
-        expected = logits.log_softmax(-1).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
-        assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-4)
+    for seed, (part, out) in enumerate(zip(parts, written, strict=True)):
+        template = embedder.templates[part.role]
+        batch = build_prompt_batch(embedder.tokenizer, template, part.texts, 64, embedder.pad_token_id)
+        torch.manual_seed(seed)
+        reference = generate_rationales(
+            model, batch.input_ids, batch.attention_mask, part.settings, end_ids, embedder.pad_token_id
+        )
+        assert len({len(ids) for ids in out.completion_ids}) > 1, "rows end at different steps"
+        for row, ids in zip(reference.tolist(), out.completion_ids, strict=True):
+            assert row[: len(ids)] == ids and all(t == embedder.pad_token_id for t in row[len(ids) :])
+            assert ids[-1] in end_ids or len(ids) == 8
+        assert out.truncated == [ids[-1] not in end_ids for ids in out.completion_ids]
+        for prompt, ids, logprobs in zip(out.prompt_ids, out.completion_ids, out.logprobs, strict=True):
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1]
+            expected = (logits / part.settings.temperature).log_softmax(-1).gather(1, torch.tensor(ids)[:, None])
+            assert torch.allclose(torch.tensor(logprobs), expected.squeeze(1), atol=1e-4)
+        expected = embedder.embed(model, part.texts, part.role, out.completion_ids)  # a separate forward
+        assert torch.allclose(out.embeddings, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("span", ["input_and_rationale", "rationale"])
@@ -83,7 +92,7 @@ def test_rollout_embedding_equals_the_encoders_encode(ending_backbone, tmp_path,
         out = encoder.encode([text], output_value=None)[0]
         torch.manual_seed(seed)
         with torch.no_grad():
-            written = rollouts.write(model, [text], "document", rollouts.rollout_settings, end_ids)
+            (written,) = rollouts.write(model, [Part([text], "document", rollouts.rollout_settings)], end_ids)
         assert out["rationale_ids"][out["rationale_mask"].bool()].tolist() == written.completion_ids[0]
         assert torch.allclose(written.embeddings[0], out["sentence_embedding"], atol=1e-5)
         lengths.add(len(written.completion_ids[0]))
@@ -95,9 +104,10 @@ def test_columns_give_the_anchor_sequences_and_their_spans(ending_backbone, tmp_
     rollouts, model, end_ids = _rollouts(ending_backbone, tmp_path)
     examples = [{"text": f"pos {i}", "query": f"query {i}", "negative": f"neg {i}"} for i in range(2)]
     with torch.no_grad():
-        rollout_rows = rollouts.write(model, [e["text"] for e in examples for _ in range(2)], "document",
-                                      rollouts.rollout_settings, end_ids)  # fmt: skip
-        anchors = rollouts._anchors(model, examples, end_ids)
+        texts = [e["text"] for e in examples for _ in range(2)]
+        parts = [Part(texts, "document", rollouts.rollout_settings), *rollouts._anchor_parts(examples, None)]
+        rollout_rows, *anchor_rows = rollouts.write(model, parts, end_ids)
+        anchors = rollouts._anchor_outputs(anchor_rows, len(examples))
     columns = rollouts._columns(rollout_rows, anchors, k=2, first=4, seconds={"rollout_generation": 1.0})
     assert columns["grace_example"] == [4, 4, 5, 5]
     embedder = rollouts.embedder
@@ -196,7 +206,7 @@ def test_rollouts_run_the_policy_with_its_lora_adapter(ending_backbone, tmp_path
     batch = build_prompt_batch(embedder.tokenizer, embedder.templates["document"], texts, 64, embedder.pad_token_id)
     torch.manual_seed(3)
     with torch.no_grad():
-        written = rollouts.write(decoder_of(policy), texts, "document", rollouts.rollout_settings, end_ids)
+        (written,) = rollouts.write(decoder_of(policy), [Part(texts, "document", rollouts.rollout_settings)], end_ids)
     torch.manual_seed(3)
     settings, pad = rollouts.rollout_settings, embedder.pad_token_id
     reference = generate_rationales(policy, batch.input_ids, batch.attention_mask, settings, end_ids, pad)

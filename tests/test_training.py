@@ -107,10 +107,11 @@ def test_query_positive_and_negative_stay_aligned(ending_backbone, tmp_path, mon
     """With one-hot embeddings keyed by example number, cos(query, positive) is 1 only if the rows line up."""
     write = GraceRollouts.write
 
-    def one_hot_write(self, policy, texts, role, settings, end_ids):
-        written = write(self, policy, texts, role, settings, end_ids)
-        slots = [_number(t) + (50 if t.startswith("neg") else 0) for t in texts]
-        written.embeddings = torch.nn.functional.one_hot(torch.tensor(slots), num_classes=128).float()
+    def one_hot_write(self, policy, parts, end_ids):
+        written = write(self, policy, parts, end_ids)
+        for part, out in zip(parts, written, strict=True):
+            slots = [_number(t) + (50 if t.startswith("neg") else 0) for t in part.texts]
+            out.embeddings = torch.nn.functional.one_hot(torch.tensor(slots), num_classes=128).float()
         return written
 
     monkeypatch.setattr(GraceRollouts, "write", one_hot_write)

@@ -3,7 +3,7 @@
 A GRACE step needs, from the current policy, K rollouts per example (the rationales GRPO trains on), one anchor
 rationale per query and negative (unsupervised: a second generation of the text), and the GRACE embedding of each.
 The encoder's single pass (``modeling/single_pass.py``) samples exactly as ``generate`` does and reads the pooled
-hidden states off the generation itself, so one call writes and embeds the rollouts and one more the anchors: no second
+hidden states off the generation itself, so one call writes and embeds the rollouts and the anchors: no second
 ``generate`` for anchors and no separate forward to embed them. Prompt ids, template, truncation and the pooled span
 are the encoder's (``build_prompt_batch``, ``pooled_span_mask``), so the reward scores a rationale with the vector the
 saved model would give it; a test holds the two equal.
@@ -29,8 +29,13 @@ input dicts and hands to the reward function:
     first end token), how many of those ids are prompt, how many are the instruction prefix, and its no-grad
     embedding. :func:`sequence_span_mask` turns lengths into the pooled-span mask of such a sequence.
 ``grace_seconds``
-    one dict for the whole call (TRL gives every row the same object): wall seconds of ``rollout_generation`` and
-    ``anchor_generation``; the reward logs them as ``grace/seconds/*``.
+    one dict for the whole call (TRL gives every row the same object): wall seconds of ``generation`` (rollouts,
+    anchors and their embeddings); the reward logs it as ``grace/seconds/generation``.
+
+The rollouts and the anchors are written in one batch, one decode loop: a decode step costs about as much for 24 rows
+as for 16 on a CPU, so the anchors nearly ride along. Each samples from its own random stream, seeded from torch's
+default stream (which the trainer checkpoints and restores), so each draws exactly the tokens a ``generate`` call of
+its own would draw from that seed.
 
 With ``use_vllm`` the rollouts come from TRL's vLLM helper (``trainer.vllm_generation``, whose weights TRL syncs
 before calling ``rollout_func``) and are embedded with one forward through ``embed_sequences``; anchors, which need
@@ -50,10 +55,12 @@ import torch
 import torch.nn.functional as F
 from trl.models import unwrap_model_for_generation
 
+from ..modeling.cpu_decode_attention import cpu_decode_attention
+from ..modeling.cpu_linears import onednn_linears
 from ..modeling.generation import GenerationSettings, end_token_ids
 from ..modeling.pooling import masked_mean
 from ..modeling.prompts import build_prompt_batch
-from ..modeling.single_pass import generate_with_hidden_states
+from ..modeling.single_pass import RowGroup, generate_with_hidden_states
 from ..modeling.spans import pooled_span_mask, rationale_mask
 from .config import GraceConfig
 from .data import prompt_fields
@@ -120,6 +127,44 @@ class Rationales:
         )
 
 
+@dataclass
+class Part:
+    """Texts to write a rationale for under one prompt role, with their decoding settings and random stream."""
+
+    texts: list[str]
+    role: str
+    settings: GenerationSettings
+    generator: torch.Generator | None = None  # None: torch's default stream
+
+
+def streams(count: int, device: torch.device) -> list[torch.Generator]:
+    """``count`` random streams seeded from torch's default one, which the trainer checkpoints and restores.
+
+    The rollouts and the anchors each draw from their own stream, so one decode loop can write both and each samples
+    exactly what a ``generate`` call of its own would sample from the same seed.
+    """
+    return [torch.Generator(device=device).manual_seed(seed) for seed in draw_seeds(count)]
+
+
+def draw_seeds(count: int) -> list[int]:
+    """``count`` seeds from torch's default random stream (advancing it)."""
+    return torch.randint(0, 2**62, (count,)).tolist()
+
+
+def _stack(batches: list[Any], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt batches as one left-padded batch: ids, attention mask, pooled-span mask."""
+    width = max(batch.input_ids.shape[1] for batch in batches)
+
+    def left(tensor: torch.Tensor, value: int) -> torch.Tensor:
+        return F.pad(tensor, (width - tensor.shape[1], 0), value=value)
+
+    return (
+        torch.cat([left(b.input_ids, pad_token_id) for b in batches]),
+        torch.cat([left(b.attention_mask, 0) for b in batches]),
+        torch.cat([left(b.span_mask, 0) for b in batches]),
+    )
+
+
 def examples_of(prompts: Sequence[Any], k: int, objective: str) -> list[dict[str, str]]:
     """The examples behind ``k`` consecutive rows each, with their text (and query and negative, supervised)."""
     if k < 1 or len(prompts) % k:
@@ -160,20 +205,21 @@ class GraceRollouts:
         k = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
         examples = examples_of(prompts, k, self.args.objective)
         first = trainer.accelerator.process_index * len(examples)
-        seconds = {"rollout_generation": 0.0, "anchor_generation": 0.0}
-        with self._policy(trainer) as policy:
+        texts = [example["text"] for example in examples for _ in range(k)]
+        start = time.perf_counter()
+        with self._policy(trainer) as policy, cpu_decode_attention(policy), onednn_linears(policy, len(texts)):
             embedder = self._embedder(trainer)
             end_ids = end_token_ids(policy, embedder.tokenizer)
-            texts = [example["text"] for example in examples for _ in range(k)]
-            start = time.perf_counter()
+            rollout_stream, anchor_stream = streams(2, next(policy.parameters()).device)
+            anchor_parts = self._anchor_parts(examples, anchor_stream)
             if trainer.use_vllm:
                 rollouts = self._vllm_rollouts(trainer, policy, texts, k, end_ids)
-            else:
-                rollouts = self.write(policy, texts, "document", self.rollout_settings, end_ids)
-            seconds["rollout_generation"] = time.perf_counter() - start
-            anchors = self._anchors(policy, examples, end_ids)
-            seconds["anchor_generation"] = time.perf_counter() - start - seconds["rollout_generation"]
-        return self._columns(rollouts, anchors, k, first, seconds)
+                anchors = self.write(policy, anchor_parts, end_ids)
+            else:  # rollouts and anchors in one batch: one decode loop, each with its own settings and stream
+                rollout_part = Part(texts, "document", self.rollout_settings, rollout_stream)
+                rollouts, *anchors = self.write(policy, [rollout_part, *anchor_parts], end_ids)
+        seconds = {"generation": time.perf_counter() - start}
+        return self._columns(rollouts, self._anchor_outputs(anchors, len(examples)), k, first, seconds)
 
     @contextmanager
     def _policy(self, trainer: Any) -> Iterator[Any]:
@@ -208,55 +254,67 @@ class GraceRollouts:
             )
         return self.embedder
 
-    def write(
-        self, policy: Any, texts: list[str], role: str, settings: GenerationSettings, end_ids: list[int]
-    ) -> Rationales:
-        """One rationale per text with its embedding, in one single pass over the batch (no gradient)."""
+    def write(self, policy: Any, parts: list[Part], end_ids: list[int]) -> list[Rationales]:
+        """One rationale per text of every part with its embedding, in one single pass over all of them.
+
+        Consecutive parts with the same settings and stream sample as one ``generate`` call would.
+        """
         embedder = self.embedder
-        batch = build_prompt_batch(
-            embedder.tokenizer, embedder.templates[role], texts, embedder.max_input_tokens, embedder.pad_token_id
-        )
+        batches = [
+            build_prompt_batch(
+                embedder.tokenizer,
+                embedder.templates[p.role],
+                p.texts,
+                embedder.max_input_tokens,
+                embedder.pad_token_id,
+            )
+            for p in parts
+        ]
+        ids, mask, prompt_span = _stack(batches, embedder.pad_token_id)
+        groups: list[RowGroup] = []
+        for part in parts:
+            if groups and (groups[-1].settings, groups[-1].generator) == (part.settings, part.generator):
+                groups[-1] = RowGroup(groups[-1].rows + len(part.texts), part.settings, part.generator)
+            else:
+                groups.append(RowGroup(len(part.texts), part.settings, part.generator))
         device = next(policy.parameters()).device
         out = generate_with_hidden_states(
-            policy,
-            batch.input_ids.to(device),
-            batch.attention_mask.to(device),
-            settings,
-            end_ids,
-            embedder.pad_token_id,
-            embedder.layer,
-            logprobs=True,
-        )
+            policy, ids.to(device), mask.to(device), parts[0].settings, end_ids, embedder.pad_token_id,
+            embedder.layer, logprobs=True, groups=groups,
+        )  # fmt: skip
         completion = rationale_mask(out.rationale_ids, end_ids)
-        span = pooled_span_mask(batch.span_mask.to(device), completion, embedder.span)
+        span = pooled_span_mask(prompt_span.to(device), completion, embedder.span)
         embeddings = F.normalize(masked_mean(out.hidden.float(), span), p=2, dim=-1)
         lengths = completion.sum(dim=1).tolist()
-        ids, logprobs = out.rationale_ids.tolist(), out.logprobs.tolist()
-        completion_ids = [row[:n] for row, n in zip(ids, lengths, strict=True)]
-        prompt_ids = [
-            row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.attention_mask, strict=True)
-        ]
-        return Rationales(
-            prompt_ids=prompt_ids,
+        completion_ids = [row[:n] for row, n in zip(out.rationale_ids.tolist(), lengths, strict=True)]
+        written = Rationales(
+            prompt_ids=[row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)],
             completion_ids=completion_ids,
-            logprobs=[row[:n] for row, n in zip(logprobs, lengths, strict=True)],
+            logprobs=[row[:n] for row, n in zip(out.logprobs.tolist(), lengths, strict=True)],
             embeddings=embeddings,
             truncated=[not row or row[-1] not in end_ids for row in completion_ids],
         )
+        bounds = [0]
+        for part in parts:
+            bounds.append(bounds[-1] + len(part.texts))
+        return [written.rows(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    def _anchors(self, policy: Any, examples: list[dict[str, str]], end_ids: list[int]) -> dict[str, Rationales]:
-        """One anchor per example and role; the query's and the negative's share a batch when their prompts do."""
-        settings, n = self.anchor_settings, len(examples)
+    def _anchor_parts(self, examples: list[dict[str, str]], stream: torch.Generator | None) -> list[Part]:
+        """One anchor per example and role; the query's and the negative's share a part when their prompts do."""
+        settings = self.anchor_settings
         if self.args.objective == "unsupervised":
-            return {"anchor": self.write(policy, [e["text"] for e in examples], "document", settings, end_ids)}
+            return [Part([e["text"] for e in examples], "document", settings, stream)]
         queries, negatives = [e["query"] for e in examples], [e["negative"] for e in examples]
         if self.embedder.templates["query"] == self.embedder.templates["document"]:
-            both = self.write(policy, queries + negatives, "query", settings, end_ids)
-            return {"query": both.rows(0, n), "negative": both.rows(n, 2 * n)}
-        return {
-            "query": self.write(policy, queries, "query", settings, end_ids),
-            "negative": self.write(policy, negatives, "document", settings, end_ids),
-        }
+            return [Part(queries + negatives, "query", settings, stream)]
+        return [Part(queries, "query", settings, stream), Part(negatives, "document", settings, stream)]
+
+    def _anchor_outputs(self, written: list[Rationales], n: int) -> dict[str, Rationales]:
+        if self.args.objective == "unsupervised":
+            return {"anchor": written[0]}
+        if len(written) == 1:
+            return {"query": written[0].rows(0, n), "negative": written[0].rows(n, 2 * n)}
+        return {"query": written[0], "negative": written[1]}
 
     def _vllm_rollouts(self, trainer: Any, policy: Any, texts: list[str], k: int, end_ids: list[int]) -> Rationales:
         """Rollouts from TRL's vLLM helper, embedded with one forward (GPU path; not run by the tests here)."""

@@ -1,8 +1,9 @@
 """Wall time of each training step, from a ``TrainerCallback`` (no trainer method is wrapped).
 
-The rollout function times its own phases (``grace/seconds/rollout_generation`` and ``anchor_generation``, logged by
-the reward); this callback adds the whole optimizer step (generation, reward, log-probabilities, backward and
-optimizer), so the share of generation in a step is visible in the logs and in ``benchmarks/grpo_step_profile.py``.
+The rollout function times its own generation (``grace/seconds/generation``, logged by the reward, which logs its own
+time as ``grace/seconds/reward``); this callback adds the whole optimizer step (generation, reward, log-probabilities,
+backward and optimizer), so the share of generation in a step is visible in the logs and in
+``benchmarks/grpo_step_profile.py``.
 """
 
 from __future__ import annotations
