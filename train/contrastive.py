@@ -12,7 +12,10 @@ The rollouts' hidden states are taken from TRL's own policy forward (the one tha
 through :class:`HiddenStateTap`, so the document side costs no extra forward. The anchors (query, negative) need one
 more forward over ``2 x examples`` sequences, with gradient, so that the query side is trained too.
 
-Everything but :class:`HiddenStateTap` is a pure function of tensors.
+The candidates of each rollout are the query anchors of the examples in the same micro-batch on the same process
+(with several processes there is no gather with gradient: each process contrasts its own examples), plus the
+no-grad embedding of every example's negative anchor. Everything but :class:`HiddenStateTap` is a pure function of
+tensors.
 """
 
 from __future__ import annotations
