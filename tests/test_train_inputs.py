@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from grace_st.train.config import GraceConfig
-from grace_st.train.data import load_source, prepare_dataset
+from grace_st.train.data import load_source, prepare_dataset, prompt_fields
 
 
 @pytest.mark.parametrize(
@@ -68,9 +68,11 @@ def test_unusable_and_too_long_rows_are_dropped_and_counted(tokenizer):
     ]
     with pytest.warns(UserWarning, match=r"Dropped 2 of 4 .* 1 with an empty .* 1 whose 'positive' is longer"):
         data = prepare_dataset(Dataset.from_list(rows), "supervised", tokenizer, max_input_tokens=64)
-    assert data.column_names == ["prompt", "query", "negative"]
-    assert data["prompt"] == ["a short positive", "another short one"]
-    assert data["query"] == ["q1", "q4"]
+    assert data.column_names == ["prompt"]  # TRL hands rollout_func the prompt only: it carries query and negative
+    assert [prompt_fields(prompt) for prompt in data["prompt"]] == [
+        {"text": "a short positive", "query": "q1", "negative": "n1"},
+        {"text": "another short one", "query": "q4", "negative": "n4"},
+    ]
 
 
 def test_local_files_load_by_extension(tmp_path):

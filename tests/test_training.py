@@ -90,7 +90,14 @@ def test_steps_per_generation_and_iterations_reuse_one_generation(ending_backbon
     """One rollout call feeds 2 steps of 2 iterations each; the policy still trains on it."""
     calls = []
     rollout = GraceRollouts.__call__
-    monkeypatch.setattr(GraceRollouts, "__call__", lambda self, p, t: calls.append(len(p)) or rollout(self, p, t))
+
+    def counted(self, prompts, trainer):
+        out = rollout(self, prompts, trainer)
+        calls.append(len(prompts))
+        assert not any(e.requires_grad for key in out if key.endswith("embedding") for e in out[key]), "no gradient"
+        return out
+
+    monkeypatch.setattr(GraceRollouts, "__call__", counted)
     args = tiny_args(tmp_path, max_steps=4, steps_per_generation=2, num_iterations=2)
     trainer = make_trainer(ending_backbone, args, triples(8))
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
