@@ -40,3 +40,11 @@ def test_paper_config_mirrors_the_reference(tmp_path):
     assert (args.learning_rate, args.max_completion_length, args.beta, args.epsilon) == (1e-6, 2048, 0.0, 0.2)
     assert (args.consistency_weight, args.hard_negative_weight, args.reward_temperature) == (0.2, 0.2, 0.1)
     assert args.scale_rewards == "none" and not model_args.use_peft
+
+
+def test_long_inputs_setting_names_the_value(tmp_path):
+    from grace_st.train.config import GraceConfig
+
+    with pytest.raises(ValueError, match="long_inputs='cut'"):
+        GraceConfig(output_dir=str(tmp_path), bf16=False, long_inputs="cut")
+    assert GraceConfig(output_dir=str(tmp_path), bf16=False).long_inputs == "drop"  # the reference's filter

@@ -21,6 +21,7 @@ from .rewards import REWARD_VARIANTS, RewardWeights
 
 
 OBJECTIVES = ("supervised", "unsupervised")
+LONG_INPUTS = ("drop", "truncate")
 HELDOUT_EVALS = ("wordnet", "suite")
 
 
@@ -55,6 +56,9 @@ class GraceConfig(GRPOConfig):
             gradient through the policy's own forward, added to the policy-gradient loss (see ``contrastive.py``).
         policy_gradient_weight: the weight of TRL's policy-gradient loss; 0 with ``contrastive_weight > 0`` is the
             contrastive-only baseline (rationales are still sampled and pooled, but not reinforced).
+        long_inputs: ``"drop"`` (the reference's offline filter) or ``"truncate"`` training rows whose positive (or
+            text) is longer than ``max_input_tokens``; truncating keeps long-document domains in the training mix,
+            cut on tokens exactly as the encoder cuts them.
         max_train_minutes: a wall-clock budget for training (objectives are compared on equal time; the CPU recipe
             fits an hour on any machine kind); ``max_steps`` still applies.
         learning_curve / learning_curve_max_queries: score the suite's validation tasks every ``eval_steps`` steps
@@ -87,6 +91,10 @@ class GraceConfig(GRPOConfig):
     contrastive_temperature: float = field(default=0.05, metadata=_help("Temperature of the InfoNCE term (> 0)."))
     policy_gradient_weight: float = field(
         default=1.0, metadata=_help("Weight of the policy-gradient loss (0: contrastive only).")
+    )
+    long_inputs: str = field(
+        default="drop",
+        metadata=_help(f"Training rows whose rollout text exceeds max_input_tokens: one of {LONG_INPUTS}."),
     )
     max_train_minutes: float | None = field(
         default=None,
@@ -132,6 +140,7 @@ class GraceConfig(GRPOConfig):
             "objective": OBJECTIVES,
             "reward_variant": REWARD_VARIANTS,
             "pooled_span": SPANS,
+            "long_inputs": LONG_INPUTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

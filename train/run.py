@@ -96,7 +96,8 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     main_process = args.process_index == 0
     raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
     policy, tokenizer, location = load_backbone(model_args, bool(getattr(args, "trust_remote_code", False)))
-    dataset = prepare_dataset(raw, args.objective, tokenizer, args.max_input_tokens, script_args.max_train_samples)
+    limit = args.max_input_tokens if args.long_inputs == "drop" else None  # "truncate": the encoder cuts them
+    dataset = prepare_dataset(raw, args.objective, tokenizer, limit, script_args.max_train_samples)
 
     if args.heldout_eval and resume is None and main_process:
         with tempfile.TemporaryDirectory() as workdir:
