@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from suite_markers import needs_man_pages
 
 from grace_st import suite
 from grace_st.suite_manpages import ManPagesNotFoundError, man_dir, parse_page, roff_to_text
@@ -35,19 +36,6 @@ Reads of \(aqzero\(aq bytes are allowed, and a long sentence follows so that the
 .SH RETURN VALUE
 Something else.
 """
-
-
-def _have_man_pages() -> bool:
-    try:
-        man_dir()
-    except ManPagesNotFoundError:
-        return False
-    return True
-
-
-needs_man_pages = pytest.mark.skipif(
-    not _have_man_pages(), reason="Linux man-pages not installed: `make setup` (apt-get install manpages-dev)"
-)
 
 
 @pytest.fixture

@@ -7,25 +7,12 @@ import json
 import mteb
 import numpy as np
 import pytest
+from suite_markers import needs_man_pages
 
 from grace_st import save_grace_model
 from grace_st.mteb_encoder import GraceEncoder
 from grace_st.paired_bootstrap import paired_bootstrap, paired_scores
-from grace_st.suite_manpages import ManPagesNotFoundError, man_dir
 from grace_st.suite_tasks import SUITE_TASKS, SuitePydocRetrieval, suite_tasks
-
-
-def _have_man_pages() -> bool:
-    try:
-        man_dir()
-    except ManPagesNotFoundError:
-        return False
-    return True
-
-
-needs_man_pages = pytest.mark.skipif(
-    not _have_man_pages(), reason="Linux man-pages not installed: `make setup` (apt-get install manpages-dev)"
-)
 
 
 @pytest.fixture(autouse=True)

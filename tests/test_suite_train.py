@@ -7,25 +7,12 @@ import os
 import signal
 
 import pytest
+from suite_markers import needs_man_pages
 
-from grace_st.suite_manpages import ManPagesNotFoundError, man_dir
 from grace_st.train import heldout
 from grace_st.train import run as run_module
 from grace_st.train.config import GraceConfig
 from grace_st.train.trainer import GraceGRPOTrainer
-
-
-def _have_man_pages() -> bool:
-    try:
-        man_dir()
-    except ManPagesNotFoundError:
-        return False
-    return True
-
-
-needs_man_pages = pytest.mark.skipif(
-    not _have_man_pages(), reason="Linux man-pages not installed: `make setup` (apt-get install manpages-dev)"
-)
 
 
 def _argv(backbone, data, out, **overrides):
