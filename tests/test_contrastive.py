@@ -9,7 +9,7 @@ from test_training import make_trainer, tiny_args, triples
 
 from grace_st.modeling.pooling import embed_sequences
 from grace_st.train.config import GraceConfig
-from grace_st.train.contrastive import HiddenStateTap, anchor_span, info_nce, pad_sequences, pooled, prompt_span
+from grace_st.train.contrastive import HiddenStateTap, info_nce, pad_sequences, pooled, prompt_span
 
 
 def test_info_nce_prefers_the_own_query():
@@ -23,12 +23,24 @@ def test_info_nce_prefers_the_own_query():
 
 
 def test_anchor_span_pools_text_glue_and_rationale_not_the_prefix():
-    ids, mask = pad_sequences([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7]], pad_id=0)
-    span = anchor_span(mask, prompt_lens=[4, 5], prefix_len=2, span="input_and_rationale")
-    assert span.tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]]
-    only = anchor_span(mask, prompt_lens=[4, 5], prefix_len=2, span="rationale")
-    assert only.tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1, 1]]
-    assert prompt_span(mask, 2).tolist() == span.tolist()  # no rationale marked: same as a prompt
+    from grace_st.train.trainer import _contrastive_columns
+
+    def rows(span):
+        columns = [([1, 2, 3, 4, 5], 4), ([1, 2, 3, 4, 5, 6, 7], 5)]
+        data = [
+            {"grace_example": i, "grace_prefix_len": 2, "grace_anchor_ids": ids, "grace_anchor_prompt_len": n}
+            for i, (ids, n) in enumerate(columns)
+        ]
+        for row in data:
+            row["grace_anchor_prefix_len"] = 2
+        return _contrastive_columns(data, "unsupervised", span)
+
+    both = rows("input_and_rationale")
+    assert both["grace_anchor_span"].tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]]
+    assert rows("rationale")["grace_anchor_span"].tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1, 1]]
+    assert both["grace_anchor_mask"].tolist() == [[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]]
+    # no rationale marked: the prompt span of the same mask is the same
+    assert prompt_span(both["grace_anchor_mask"], 2).tolist() == both["grace_anchor_span"].tolist()
 
 
 def test_tapped_hidden_states_pool_to_the_encoders_vector(ending_backbone, tmp_path):

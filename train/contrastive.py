@@ -61,21 +61,6 @@ def pad_sequences(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
     return ids, mask
 
 
-def anchor_span(mask: torch.Tensor, prompt_lens: Sequence[int], prefix_len: int, span: str) -> torch.Tensor:
-    """Pooled span of left-padded ``[prompt | anchor rationale]`` sequences.
-
-    Args:
-        mask: ``(N, T)`` attention mask of the sequences.
-        prompt_lens: number of prompt tokens (prefix + text + glue) at the start of each sequence.
-        prefix_len: length of the instruction prefix, never pooled.
-        span: ``"input_and_rationale"`` or ``"rationale"`` (the encoder's ``span``).
-    """
-    real_before = mask.long().cumsum(dim=1) - mask.long()
-    lens = torch.tensor(list(prompt_lens), dtype=torch.long).unsqueeze(1)
-    start = prefix_len if span == "input_and_rationale" else lens
-    return mask.long() * (real_before >= start).long()
-
-
 def info_nce(
     rollouts: torch.Tensor,
     rollout_example: torch.Tensor,

@@ -11,11 +11,12 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from ..modeling.pooling import position_ids_from_mask
+from ..modeling.spans import pooled_span_mask
 from .config import GraceConfig
-from .contrastive import HiddenStateTap, anchor_span, info_nce, pad_sequences, pooled, prompt_span
+from .contrastive import HiddenStateTap, info_nce, pad_sequences, pooled, prompt_span
 from .data import prompt_fields
 from .reward_function import GraceReward
-from .rollouts import GraceRollouts
+from .rollouts import GraceRollouts, sequence_span_mask
 from .step_timer import StepTimer
 
 
@@ -97,9 +98,8 @@ class GraceGRPOTrainer(GRPOTrainer):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         start = time.perf_counter()
         prompt_part = prompt_span(inputs["prompt_mask"], int(inputs["grace_prefix_len"][0]))
-        if self.args.pooled_span == "rationale":
-            prompt_part = torch.zeros_like(prompt_part)
-        rollouts = pooled(tap.hidden(), torch.cat([prompt_part, inputs["completion_mask"]], dim=1))
+        span = pooled_span_mask(prompt_part, inputs["completion_mask"], self.args.pooled_span)
+        rollouts = pooled(tap.hidden(), span)
         examples, own = torch.unique(inputs["grace_example"], return_inverse=True)
         first = torch.stack([(inputs["grace_example"] == e).nonzero()[0, 0] for e in examples])
         queries = self._embed_anchors(tap.decoder, inputs, first)
@@ -138,15 +138,18 @@ def _contrastive_columns(rows: list[dict[str, Any]], objective: str, span: str) 
     away from; embedding the long negative documents again with gradient would double the cost of the term).
     """
     name = "query" if objective == "supervised" else "anchor"
-    ids, mask = pad_sequences([row[f"grace_{name}_ids"] for row in rows], pad_id=0)
-    prompt_lens = [row[f"grace_{name}_prompt_len"] for row in rows]
-    prefix = int(rows[0][f"grace_{name}_prefix_len"])
+    sequences = [row[f"grace_{name}_ids"] for row in rows]
+    ids, mask = pad_sequences(sequences, pad_id=0)
+    spans = [
+        sequence_span_mask(len(ids_), row[f"grace_{name}_prompt_len"], row[f"grace_{name}_prefix_len"], span).tolist()
+        for ids_, row in zip(sequences, rows, strict=True)
+    ]
     out = {
         "grace_example": torch.tensor([row["grace_example"] for row in rows], dtype=torch.long),
         "grace_prefix_len": torch.tensor([row["grace_prefix_len"] for row in rows], dtype=torch.long),
         "grace_anchor_ids": ids,
         "grace_anchor_mask": mask,
-        "grace_anchor_span": anchor_span(mask, prompt_lens, prefix, span),
+        "grace_anchor_span": pad_sequences(spans, pad_id=0)[0],  # left-padded like the ids; padding is not pooled
     }
     if objective == "supervised":
         out["grace_negative_embedding"] = torch.stack([row["grace_negative_embedding"] for row in rows]).float()
