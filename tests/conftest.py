@@ -7,6 +7,7 @@ backbone keeps its normal GRACE cache, so its one-time conversion is shared acro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -128,4 +129,13 @@ def ending_backbone(tiny_backbone, tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(path)
     config.eos_token_id = [tokenizer.eos_token_id, *range(120, 260)]
     config.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    """Twelve supervised triples as a local .jsonl file, the way a user passes their own data."""
+    path = tmp_path / "triples.jsonl"
+    rows = [{"query": f"query {i}", "positive": f"positive {i}", "negative": f"negative {i}"} for i in range(12)]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
     return path

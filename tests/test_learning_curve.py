@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from test_suite_train import _argv as suite_argv
-from test_suite_train import data_file, needs_man_pages  # noqa: F401 - data_file is a fixture
+from test_suite_train import needs_man_pages
 from test_training import make_trainer, tiny_args, triples
 
 from grace_st.train import run as run_module

@@ -8,6 +8,7 @@ import signal
 
 import pytest
 from suite_markers import needs_man_pages
+from test_train_run import _argv as train_run_argv
 
 from grace_st.train import heldout
 from grace_st.train import run as run_module
@@ -16,35 +17,9 @@ from grace_st.train.trainer import GraceGRPOTrainer
 
 
 def _argv(backbone, data, out, **overrides):
-    settings = {
-        "model_name_or_path": str(backbone),
-        "dataset_name": str(data),
-        "output_dir": str(out),
-        "max_steps": 3,
-        "save_steps": 100,
-        "per_device_train_batch_size": 4,
-        "num_generations": 2,
-        "max_completion_length": 8,
-        "max_input_tokens": 64,
-        "learning_rate": 1e-3,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "num_card_examples": 0,
-        "seed": 0,
-        "heldout_eval": "suite",
-        "heldout_eval_max_queries": 4,
-        "heldout_eval_resamples": 200,
-        **overrides,
-    }
-    return [f"--{key}={value}" for key, value in settings.items()]
-
-
-@pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "triples.jsonl"
-    rows = [{"query": f"query {i}", "positive": f"positive {i}", "negative": f"negative {i}"} for i in range(12)]
-    path.write_text("\n".join(json.dumps(row) for row in rows))
-    return path
+    """`grace train` arguments of test_train_run's tiny run, scored on the suite (a few queries per task)."""
+    suite = {"max_steps": 3, "num_card_examples": 0, "heldout_eval": "suite", "heldout_eval_max_queries": 4}
+    return train_run_argv(backbone, data, out, **{**suite, "heldout_eval_resamples": 200, **overrides})
 
 
 @needs_man_pages

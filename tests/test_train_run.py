@@ -35,14 +35,6 @@ def _argv(backbone, data, out, **overrides):
     return [f"--{key}={value}" for key, value in settings.items()]
 
 
-@pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "triples.jsonl"
-    rows = [{"query": f"query {i}", "positive": f"positive {i}", "negative": f"negative {i}"} for i in range(12)]
-    path.write_text("\n".join(json.dumps(row) for row in rows))
-    return path
-
-
 def _rewards(folder):
     state = json.loads((folder / "trainer_state.json").read_text())
     return {entry["step"]: entry["reward"] for entry in state["log_history"] if "reward" in entry}
