@@ -170,14 +170,32 @@ def parse_page(source: str) -> tuple[str, str] | None:
     return query, cut(description)
 
 
+class FirstSeen:
+    """Tells whether a (query, document) pair repeats an earlier item's query (any case) or document.
+
+    Both builders drop such items *before* splitting, so no text can sit in two splits.
+    """
+
+    def __init__(self) -> None:
+        self.queries: set[str] = set()
+        self.documents: set[str] = set()
+
+    def is_new(self, query: str, document: str) -> bool:
+        """True the first time; records the pair so that a repeat of either text is refused afterwards."""
+        if query.lower() in self.queries or document in self.documents:
+            return False
+        self.queries.add(query.lower())
+        self.documents.add(document)
+        return True
+
+
 def iter_pages(path: str | os.PathLike[str] | None = None) -> Iterator[dict[str, str]]:
     """Every usable page as ``{"item", "group", "query", "document"}``, in a fixed (sorted) order, deduplicated.
 
     ``item`` is ``"<name>.<section>"`` (the page), ``group`` the section, used to draw a training negative.
     """
     folder = man_dir(path)
-    seen_queries: set[str] = set()
-    seen_documents: set[str] = set()
+    seen = FirstSeen()
     for section in SECTIONS:
         for page in sorted((folder / f"man{section}").glob("*.gz")):
             if page.is_symlink():
@@ -186,9 +204,7 @@ def iter_pages(path: str | os.PathLike[str] | None = None) -> Iterator[dict[str,
             if parsed is None:
                 continue
             query, document = parsed
-            if query.lower() in seen_queries or document in seen_documents:
+            if not seen.is_new(query, document):
                 continue
-            seen_queries.add(query.lower())
-            seen_documents.add(document)
             item = page.name[: -len(".gz")]
             yield {"item": item, "group": f"man{section}", "query": query, "document": document}

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .suite_manpages import MAX_DOCUMENT_CHARS, cut
+from .suite_manpages import MAX_DOCUMENT_CHARS, FirstSeen, cut
 
 
 MIN_BODY_CHARS = 80
@@ -97,8 +97,7 @@ def iter_docstrings(modules: tuple[str, ...] | list[str] = MODULES) -> Iterator[
     item), ``group`` the module a training negative is drawn from.
     A module missing from this interpreter is skipped (the data records the Python version it was built with).
     """
-    seen_queries: set[str] = set()
-    seen_documents: set[str] = set()
+    seen = FirstSeen()
     for module_name in modules:
         with warnings.catch_warnings():  # deprecated aliases (typing.io, ...) warn when their __doc__ is read
             warnings.simplefilter("ignore")
@@ -112,9 +111,7 @@ def iter_docstrings(modules: tuple[str, ...] | list[str] = MODULES) -> Iterator[
             if parts is None:
                 continue
             query, document = parts
-            if query.lower() in seen_queries or document in seen_documents:
+            if not seen.is_new(query, document):
                 continue
-            seen_queries.add(query.lower())
-            seen_documents.add(document)
             item = module_name.split(".")[0]  # a package's submodules are one source item
             yield {"item": item, "group": module_name, "query": query, "document": document, "object": name}
