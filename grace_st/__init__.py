@@ -33,11 +33,15 @@ _EXPORTS = {
     "register_grace_models": "mteb_meta",
     "GraceEncoder": "mteb_encoder",
     "push_grace_model": "push",
+    "explain_match": "explain",
+    "Explanation": "explain",
+    "search_corpus": "search",
 }
 
 __all__ = [
     "EMBEDDED_BACKBONE_ID",
     "BackboneNotFoundError",
+    "Explanation",
     "GraceEncoder",
     "GraceEncoding",
     "GraceModelCardData",
@@ -46,6 +50,7 @@ __all__ = [
     "embedded_backbone_path",
     "encode_stream",
     "encode_with_rationales",
+    "explain_match",
     "grace_model_meta",
     "load_mteb_model",
     "push_grace_model",
@@ -53,11 +58,13 @@ __all__ = [
     "load_grace_model",
     "resolve_backbone",
     "save_grace_model",
+    "search_corpus",
 ]
 
 if TYPE_CHECKING:
     from .backbones import EMBEDDED_BACKBONE_ID, BackboneNotFoundError, embedded_backbone_path, resolve_backbone
     from .build import build_grace_model, save_grace_model
+    from .explain import Explanation, explain_match
     from .loading import load_grace_model
     from .model_card import GraceModelCardData
     from .mteb_encoder import GraceEncoder
@@ -65,6 +72,7 @@ if TYPE_CHECKING:
     from .push import push_grace_model
     from .rationale_generator import RationaleGenerator
     from .rationales import GraceEncoding, encode_with_rationales
+    from .search import search_corpus
     from .streaming import encode_stream
 
 

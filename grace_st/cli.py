@@ -101,9 +101,14 @@ def _extra_commands() -> dict[str, tuple[Callable, Callable]]:
 
     Those modules import nothing heavy at module level, so ``grace encode`` never pays for importing trl or mteb.
     """
-    from . import cli_eval, cli_push
+    from . import cli_eval, cli_explain, cli_push, cli_search
 
-    return {"eval": (cli_eval.add_parser, cli_eval.run), "push": (cli_push.add_parser, cli_push.run)}
+    return {
+        "eval": (cli_eval.add_parser, cli_eval.run),
+        "push": (cli_push.add_parser, cli_push.run),
+        "explain": (cli_explain.add_parser, cli_explain.run),
+        "search": (cli_search.add_parser, cli_search.run),
+    }
 
 
 def read_texts(path: Path) -> list[str]:

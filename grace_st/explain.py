@@ -49,7 +49,8 @@ class Contribution(NamedTuple):
 class Explanation:
     """The score of one query-document pair, both rationales, and every pooled token's contribution.
 
-    ``sum(c.value for c in contributions) == score`` up to float rounding.
+    ``sum(c.value for c in contributions) == score`` up to float rounding. The first ``query_tokens``
+    contributions are the query's pooled tokens, the rest the document's, each in sequence order.
     """
 
     query: str
@@ -58,6 +59,11 @@ class Explanation:
     query_rationale: str
     document_rationale: str
     contributions: list[Contribution]
+    query_tokens: int
+
+    def sides(self) -> tuple[list[Contribution], list[Contribution]]:
+        """The query's and the document's contributions, each in sequence order."""
+        return self.contributions[: self.query_tokens], self.contributions[self.query_tokens :]
 
     def top(self, k: int) -> list[Contribution]:
         """The ``k`` contributions largest in absolute value, largest first."""
@@ -71,6 +77,7 @@ class Explanation:
             "query_rationale": self.query_rationale,
             "document_rationale": self.document_rationale,
             "contributions": [list(c) for c in self.contributions],
+            "query_tokens": self.query_tokens,
         }
 
 
@@ -99,6 +106,7 @@ def explain_match(
                 query_rationale=query_side.rationale,
                 document_rationale=document_side.rationale,
                 contributions=query_side.contributions(v) + document_side.contributions(u),
+                query_tokens=len(query_side.tokens),
             )
         )
     return explanations
