@@ -6,12 +6,12 @@ STAMP := $(VENV)/.grace-setup-stamp
 DEMO_OUT := demo_output.jsonl
 DEMO_DIR := out/quickstart
 
-.PHONY: help setup wordnet manpages suite demo test lint bench clean
+.PHONY: help setup wordnet manpages chromium suite demo test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: $(STAMP) wordnet manpages suite  ## create .venv; install the library with its extras, the test tools, the default backbone, WordNet, man pages and the held-out suite
+setup: $(STAMP) wordnet manpages chromium suite  ## create .venv; install the library with its extras, the test tools, the default backbone, WordNet, man pages, Chromium and the held-out suite
 
 wordnet:  ## WordNet 3.0 (Debian's wordnet-base): the real text of the quickstart and the offline eval tasks
 	@test -f /usr/share/wordnet/data.noun || test -n "$$GRACE_WORDNET_DIR" || \
@@ -27,6 +27,11 @@ manpages:  ## the Linux man-pages, sections 2 and 3 (Debian's manpages-dev): a r
 		{ dir=$$(mktemp -d) && cd $$dir && apt-get download manpages-dev >/dev/null && \
 		  dpkg-deb -x manpages-dev_*.deb "$${GRACE_CACHE:-$$HOME/.cache/grace}/manpages" && rm -rf $$dir; } || \
 		{ echo "Install the man pages: sudo apt-get install manpages-dev (or set GRACE_MAN_DIR)"; exit 1; }
+
+chromium:  ## headless Chromium (Debian's chromium): the test that renders the `grace explain --html` page
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		{ echo "Install Chromium: sudo apt-get install chromium (the HTML rendering test is skipped without it)"; exit 1; }
 
 suite: $(STAMP) wordnet manpages  ## build the held-out suite's cached domains (~/.cache/grace/suite) and print their sizes
 	HF_HUB_OFFLINE=1 $(BIN)/python -m grace_st.suite build
