@@ -7,8 +7,10 @@ A GRACE vector is ``u = mean_q / |mean_q|`` with ``mean_q = (1/n_q) sum_t h_t`` 
 - each pooled query token ``t`` contributes ``1/2 (h_t . v) / (n_q |mean_q|)``,
 - each pooled document token ``t`` contributes ``1/2 (h_t . u) / (n_d |mean_d|)``,
 
-and the contributions add up to the score, with nothing left over. The hidden states are the module's own outputs
-from ``encode_query`` / ``encode_document``, so what is explained is the very vector those return.
+and the contributions add up to the score, with nothing left over. Each side's tokens add up to exactly half of it
+(``1/2 u . v``): what an explanation shows is how each half is spread over the tokens. The hidden states are the
+module's own outputs from ``encode_query`` / ``encode_document``, so what is explained is the very vector those
+return.
 
 Each token is marked by where it comes from: ``query_text`` / ``document_text`` (the text itself), ``template``
 (the chat template's glue after the text, which GRACE pools), and ``query_rationale`` / ``document_rationale``

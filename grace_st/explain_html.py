@@ -44,8 +44,9 @@ def render_html(explanations: list[Explanation], *, top_k: int = 10) -> str:
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
         f"<title>GRACE: why these texts match</title><style>{_STYLE}</style></head><body>"
         "<h1>GRACE: why these texts match</h1>"
-        "<p>Each pooled token's share of the cosine score; the shares add up to the score. Background: green raises "
-        "the score, red lowers it, stronger is larger. Underline: where the token comes from.</p>"
+        "<p>Each pooled token's share of the cosine score: the shares add up to the score, each side's to half of it. "
+        "Background: green raises the score, red lowers it, stronger is larger. Underline: where the token comes "
+        "from. Hover a token for its value.</p>"
         f'<p class="legend">{legend}</p>{sections}</body></html>\n'
     )
 

@@ -79,6 +79,7 @@ def test_contributions_are_exact_and_marked_by_source(build_tiny, span, sources)
     for explanation in explanations:
         assert {source for _, source, _ in explanation.contributions} == sources
         query_side, document_side = explanation.sides()
+        assert sum(c.value for c in query_side) == pytest.approx(explanation.score / 2, abs=1e-5)  # as documented
         assert all(not s.startswith("document") for _, s, _ in query_side)
         assert all(not s.startswith("query") for _, s, _ in document_side)
         if "query_text" in sources:  # the text tokens are the text, in order
