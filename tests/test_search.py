@@ -22,6 +22,16 @@ CORPUS = [
 QUERY = "what do cats sit on?"
 
 
+def test_help_names_every_option(capsys):
+    for command in ("search", "explain"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("CORPUS_FILE", "--query", "--top-k", "--document", "--json", "--html", "MODEL"):
+        assert flag in out, flag
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Every test's encoding cache lives in its tmp_path; the user's cache is never touched."""
