@@ -32,26 +32,26 @@ class CachedRoleEncoder:
 
     def encode(self, texts: list[str], role: Role) -> list[tuple[str, np.ndarray]]:
         """(rationale, float32 unit vector) for each text, in order; each text missing from the cache encoded once."""
-        if self.cache is None:
-            return self._encode(list(dict.fromkeys(texts)), role, texts)
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        prompt = role_prompt(self.model, role)
-        keys = [entry_key(self._fingerprint, prompt, text) for text in texts]
-        found = self.cache.get(sorted(set(keys)))
+        keys = self._keys(texts, role)
+        found = self.cache.get(sorted(set(keys))) if self.cache is not None else {}
         missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
         if missing:
-            encoded = self._encode(list(missing.values()), role)
-            new = dict(zip(missing, encoded, strict=True))
-            self.cache.put(new)
+            outputs = encode_role(self.model, list(missing.values()), role, batch_size=self.batch_size)
+            new = {
+                key: (decode_rationale(self.model, out), out["sentence_embedding"].float().cpu().numpy())
+                for key, out in zip(missing, outputs, strict=True)
+            }
+            self.texts_generated += len(new)
+            if self.cache is not None:
+                self.cache.put(new)
             found.update(new)
         return [found[key] for key in keys]
 
-    def _encode(self, unique: list[str], role: Role, order: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
-        outputs = encode_role(self.model, unique, role, batch_size=self.batch_size)
-        self.texts_generated += len(unique)
-        results = {
-            text: (decode_rationale(self.model, out), out["sentence_embedding"].float().cpu().numpy())
-            for text, out in zip(unique, outputs, strict=True)
-        }
-        return [results[text] for text in (order if order is not None else unique)]
+    def _keys(self, texts: list[str], role: Role) -> list[str]:
+        """Cache keys as the mteb encoder writes them; without a cache, the texts themselves (to dedupe)."""
+        if self.cache is None:
+            return list(texts)
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        prompt = role_prompt(self.model, role)
+        return [entry_key(self._fingerprint, prompt, text) for text in texts]
