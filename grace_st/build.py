@@ -32,6 +32,7 @@ _REMOTE_FILES = (
     "generation.py",
     "pooling.py",
     "prompts.py",
+    "settings.py",
     "single_pass.py",
     "slot_cache.py",
     "spans.py",

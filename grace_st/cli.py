@@ -39,6 +39,16 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="sampling seed (with --sample)")
 
 
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    """The one switch that lets a model's own Python files run (off: a GRACE folder's files are never executed)."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model's backbone run custom code from its files (only for models whose code you have read; "
+        "GRACE folders never need it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace",
@@ -80,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     encode.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
+    add_trust_remote_code(encode)
 
     build = commands.add_parser(
         "build",
@@ -127,7 +138,7 @@ def run_encode(args: argparse.Namespace) -> None:
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
-    model = load_grace_model(args.model, device=args.device)
+    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     if args.max_new_tokens is not None:
         model[0].max_new_tokens = args.max_new_tokens
     chunks = encode_stream(
