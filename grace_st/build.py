@@ -21,22 +21,12 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 from . import modeling
 from .backbones import EMBEDDED_BACKBONE_ID, resolve_backbone
 from .model_card import GraceModelCardData
+from .published_files import MODULE_CODE_FILES
 from .rationale_generator import RationaleGenerator
 
 
 REMOTE_MODULE_REF = "rationale_generator.RationaleGenerator"
-_REMOTE_FILES = (
-    "batching.py",
-    "cpu_decode_attention.py",
-    "cpu_linears.py",
-    "generation.py",
-    "pooling.py",
-    "prompts.py",
-    "settings.py",
-    "single_pass.py",
-    "slot_cache.py",
-    "spans.py",
-)
+_REMOTE_FILES = tuple(name for name in MODULE_CODE_FILES if name != "rationale_generator.py")
 
 
 def build_grace_model(

@@ -155,6 +155,7 @@ def _finish(
     log_history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score the trained model, fill its card and save it with ``train_summary.json`` and ``learning_curve.png``."""
+    from ..published_files import public_name
     from .heldout import heldout_examples, heldout_score
 
     base = _previous_base_score(output_dir / CHECKPOINTS) if args.heldout_eval else None
@@ -171,7 +172,7 @@ def _finish(
         else:
             card.base_model = _hub_id(model_args.model_name_or_path) or card.base_model
         backbone_name = (card.base_model or Path(location).name).split("/")[-1]
-        card.model_name = args.hub_model_id or f"GRACE {backbone_name} ({script_args.dataset_name})"
+        card.model_name = args.hub_model_id or f"GRACE {backbone_name} ({public_name(script_args.dataset_name)})"
         card.tags = sorted({*(card.tags or []), "trl", "grpo"})
         if _hub_id(script_args.dataset_name):
             card.datasets = [script_args.dataset_name]
