@@ -130,6 +130,7 @@ def run_encode(args: argparse.Namespace) -> None:
 
     from .loading import load_grace_model
     from .streaming import encode_stream, iter_texts, write_jsonl_stream
+    from .terminal import printable
 
     texts = iter(args.text) if args.text is not None else iter_texts(args.file)
     first = next(texts, None)  # an empty or missing file fails before the model is loaded
@@ -151,10 +152,8 @@ def run_encode(args: argparse.Namespace) -> None:
 
     def show(chunk: list) -> None:
         for item in chunk:
-            print(
-                f"\n{item.text}\n  rationale: {item.rationale}\n  embedding: {item.embedding.shape[0]} dims",
-                file=sys.stderr,
-            )
+            text, rationale = printable(item.text), printable(item.rationale)
+            print(f"\n{text}\n  rationale: {rationale}\n  embedding: {item.embedding.shape[0]} dims", file=sys.stderr)
 
     count = write_jsonl_stream(chunks, args.output, show if args.show_rationales else None)
     if args.output is not None:
@@ -183,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()  # keep the terminal for GRACE's own messages
     from .backbones import BackboneNotFoundError
     from .push import PushError
+    from .terminal import printable
 
     try:
         runners = {"encode": run_encode, "build": run_build}
         runners.update({name: entry[1] for name, entry in _extra_commands().items()})
         runners[args.command](args)
     except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError, PushError) as exc:
-        print(f"grace: error: {exc}", file=sys.stderr)
+        print(f"grace: error: {printable(exc)}", file=sys.stderr)
         return 2
     return 0
 

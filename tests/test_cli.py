@@ -88,3 +88,14 @@ def test_bad_jsonl_lines_are_named(tmp_path, capsys, line, message):
     source.write_text('{"text": "fine"}\n' + line + "\n")
     assert main(["encode", "--file", str(source)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_show_rationales_never_sends_control_characters_to_the_terminal(tiny_backbone, capsys):
+    """A text holding escape sequences (retitle the window, clear the screen) is shown escaped, stored verbatim."""
+    hostile = "Nice text\x1b]0;owned\x07 and \x1b[2J more\x9b"
+    argv = ["encode", str(tiny_backbone), "--text", hostile, "--max-new-tokens", "4", "--show-rationales"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert not any(ch in captured.err for ch in "\x1b\x07\x9b"), "raw control characters reached the terminal"
+    assert "Nice text\\x1b]0;owned\\x07 and \\x1b[2J more\\x9b" in captured.err
+    assert "\x1b" not in captured.out and json.loads(captured.out.strip())["text"] == hostile
