@@ -21,6 +21,7 @@ from typing import Any
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..backbones import EMBEDDED_BACKBONE_ID
+from .checkpoint_safety import check_resumable
 from .config import GraceConfig
 from .data import load_source, prepare_dataset
 from .export import CHECKPOINTS, grace_model_from_policy, save_trained_model
@@ -92,6 +93,8 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
     output_dir = Path(args.output_dir).expanduser().resolve()
     push, args.push_to_hub = args.push_to_hub, False  # TRL would push the raw LM; the GRACE folder is pushed below
     resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS)
+    if resume is not None:
+        check_resumable(resume)  # before any pickle in it is loaded
     args.output_dir = str(output_dir / CHECKPOINTS)
     main_process = args.process_index == 0
     raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
