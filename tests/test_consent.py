@@ -148,3 +148,28 @@ def test_settings_that_are_saved_round_trip(grace_tiny, tmp_path):
     saved = grace_tiny[0].get_config_dict()
     assert set(saved) == set(SAVED_SETTINGS)
     assert read_saved_settings(saved, "test") == {k: v for k, v in saved.items() if k != "format_version"}
+
+
+def test_a_backbone_with_custom_code_needs_explicit_trust(folders, tmp_path, capsys):
+    """The flag exists for backbones whose architecture lives in their own files (``auto_map``)."""
+    clean, _, marker = folders
+    (clean / "custom_llama.py").write_text(
+        "import pathlib\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        f"pathlib.Path({str(marker)!r}).write_text('backbone code ran')\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'grace_custom_llama'\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
+    )
+    config = json.loads((clean / "config.json").read_text())
+    config["model_type"] = "grace_custom_llama"
+    config["auto_map"] = {
+        "AutoConfig": "custom_llama.CustomConfig",
+        "AutoModelForCausalLM": "custom_llama.CustomForCausalLM",
+    }
+    (clean / "config.json").write_text(json.dumps(config))
+    assert grace_main(["encode", str(clean), "--text", "a cat"]) == 2
+    err = capsys.readouterr().err
+    assert "needs to run code from its own files" in err and "--trust-remote-code" in err
+    assert not marker.exists()
+    assert grace_main(["encode", str(clean), "--text", "a cat", "--trust-remote-code"]) == 0
+    assert marker.exists(), "with the flag, the backbone's code runs"
