@@ -9,9 +9,7 @@ Since no vector depends on batch composition, the chunking changes no result.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any, TextIO
 
 from sentence_transformers import SentenceTransformer
 
+from .atomic import atomic_file
 from .rationales import GraceEncoding, encode_with_rationales
 
 
@@ -79,21 +78,14 @@ def write_jsonl_stream(
 ) -> int:
     """Write each chunk's JSON lines as soon as it arrives; returns how many were written.
 
-    To a file, lines go to a temporary sibling that is flushed after every chunk and renamed over ``output`` only
-    when all are written, so ``output`` is never half-written and a failed run leaves no partial file behind.
+    To a file, lines go to a temporary sibling (:func:`~grace_st.atomic.atomic_file`) that is flushed after every
+    chunk and renamed over ``output`` only when all are written, so ``output`` is never half-written and a failed,
+    interrupted or SIGTERM-ed run leaves no partial file behind.
     """
     if output is None:
         return _write_chunks(chunks, sys.stdout, on_chunk)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            count = _write_chunks(chunks, handle, on_chunk)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    with atomic_file(output) as handle:
+        return _write_chunks(chunks, handle, on_chunk)
 
 
 def _write_chunks(
