@@ -57,8 +57,9 @@ def test_sigterm_during_a_write_removes_the_temporary(tmp_path, kind):
         "folder": "with atomic_directory(target) as staging:\n    (staging.path / 'w.bin').write_bytes(b'0' * 1000)\n"
         "    stop()",
     }[kind]
-    script = textwrap.dedent(
-        """
+    script = (
+        textwrap.dedent(
+            """
         import os, signal, sys, time
         from grace_st.atomic import atomic_directory, atomic_file
         target = sys.argv[1]
@@ -66,7 +67,9 @@ def test_sigterm_during_a_write_removes_the_temporary(tmp_path, kind):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(30)
         """
-    ) + body
+        )
+        + body
+    )
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], timeout=60)
     assert done.returncode == -signal.SIGTERM
     assert list(tmp_path.iterdir()) == []

@@ -21,9 +21,7 @@ from sentence_transformers import SentenceTransformer
 from ..atomic import atomic_directory
 from ..build import build_grace_model, write_grace_folder
 from .config import GraceConfig
-
-
-CHECKPOINTS = "checkpoints"
+from .output_dir import CHECKPOINTS
 
 
 def merged_policy(model: Any) -> Any:
