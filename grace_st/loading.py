@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from sentence_transformers import SentenceTransformer
 
 from .backbones import BackboneNotFoundError
 from .build import build_grace_model
+from .errors import GraceUserError
 
 
 def _is_grace(model: SentenceTransformer) -> bool:
@@ -31,6 +33,7 @@ def load_grace_model(
     raw = str(name_or_path)
     path = Path(raw).expanduser()
     if path.is_dir() and (path / "modules.json").exists():
+        _check_json(path)
         model = SentenceTransformer(str(path), device=device, trust_remote_code=True)
     elif path.exists() or raw.startswith((".", "/", "~")):
         _note(f"'{raw}' is not a GRACE model folder (no modules.json); wrapping it as an untrained GRACE model.")
@@ -43,6 +46,20 @@ def load_grace_model(
             f"{type(model[0]).__name__}). Build one with `grace build OUT_DIR --backbone <causal LM>`."
         )
     return model
+
+
+def _check_json(folder: Path) -> None:
+    """Name the file when a saved folder's settings are not valid JSON (the loaders would not say which)."""
+    for name in ("modules.json", "grace_config.json", "config_sentence_transformers.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GraceUserError(
+                f"'{file}' is not valid JSON ({exc}). Fix the file, or save the model again (grace build)."
+            ) from exc
 
 
 def _load_from_hub(repo_id: str, device: str | None) -> SentenceTransformer:

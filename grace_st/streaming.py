@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from sentence_transformers import SentenceTransformer
 
 from .atomic import atomic_file
+from .errors import GraceUserError
 from .rationales import GraceEncoding, encode_with_rationales
 
 
@@ -34,15 +35,25 @@ def iter_texts(path: Path) -> Iterator[str]:
     if not path.is_file():
         raise FileNotFoundError(f"No such file: '{path}'. Pass an existing .txt or .jsonl file to --file.")
     blank = 0
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported with its line
         for number, raw in enumerate(handle, 1):
-            line = raw.rstrip("\r\n")
+            line = _decode(path, number, raw).rstrip("\r\n")
             if not line.strip():
                 blank += 1
                 continue
             yield _jsonl_text(path, number, line) if path.suffix == ".jsonl" else line
     if blank and path.suffix != ".jsonl":
         print(f"grace: skipped {blank} blank lines in {path}", file=sys.stderr)
+
+
+def _decode(path: Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraceUserError(
+            f"{path}:{number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}). Save the "
+            "file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`."
+        ) from exc
 
 
 def _jsonl_text(path: Path, number: int, line: str) -> Any:
@@ -52,6 +63,11 @@ def _jsonl_text(path: Path, number: int, line: str) -> Any:
         raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg}). Fix or remove that line.") from exc
     if not isinstance(record, dict) or "text" not in record:
         raise ValueError(f"{path}:{number} has no 'text' field. Each JSON line needs {{\"text\": ...}}.")
+    if not isinstance(record["text"], str):
+        raise GraceUserError(
+            f"{path}:{number} has 'text': {json.dumps(record['text'])}, not a string. Each JSON line needs "
+            '{"text": "..."}; fix or remove that line.'
+        )
     return record["text"]
 
 
