@@ -117,6 +117,9 @@ def _extra_commands() -> dict[str, tuple[Callable, Callable]]:
     return {"eval": (cli_eval.add_parser, cli_eval.run), "push": (cli_push.add_parser, cli_push.run)}
 
 
+_NO_TEXT = object()
+
+
 def read_texts(path: Path) -> list[str]:
     """Texts from a .txt (one per line) or .jsonl (field 'text') file."""
     from .streaming import iter_texts
@@ -128,13 +131,16 @@ def run_encode(args: argparse.Namespace) -> None:
     """Encode ``--text`` or a ``--file`` read lazily, writing each chunk of results as soon as it is done."""
     from itertools import chain
 
+    from .atomic import check_writable
     from .loading import load_grace_model
     from .streaming import encode_stream, iter_texts, write_jsonl_stream
     from .terminal import printable
 
+    if args.output is not None:  # a folder or an unwritable place fails now, not after all the encoding
+        check_writable(args.output)
     texts = iter(args.text) if args.text is not None else iter_texts(args.file)
-    first = next(texts, None)  # an empty or missing file fails before the model is loaded
-    if first is None:
+    first = next(texts, _NO_TEXT)  # an empty or missing file fails before the model is loaded
+    if first is _NO_TEXT:
         raise ValueError(f"No texts to encode in '{args.file}'.")
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:

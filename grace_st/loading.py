@@ -7,6 +7,7 @@ A saved GRACE model is loaded with the installed module class and none of its Py
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ def load_grace_model(
     path = Path(raw).expanduser()
     options = dict(device=device, trust_remote_code=trust_remote_code, revision=revision, token=token)
     if path.is_dir() and (path / "modules.json").exists():
+        _check_json(path)
         return _consented(raw, trust_remote_code, lambda: load_grace_folder(str(path), **options))
     if path.exists() or raw.startswith((".", "/", "~")):
         _note(f"'{raw}' is not a GRACE model folder (no modules.json); wrapping it as an untrained GRACE model.")
@@ -68,6 +70,20 @@ def _consented(name: str, trust_remote_code: bool, load: Any) -> SentenceTransfo
         raise GraceUserError(
             f"'{name}' needs to run code from its own files (a custom backbone). {TRUST_HINT}"
         ) from exc
+
+
+def _check_json(folder: Path) -> None:
+    """Name the file when a saved folder's settings are not valid JSON (the loaders would not say which)."""
+    for name in ("modules.json", "grace_config.json", "config_sentence_transformers.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GraceUserError(
+                f"'{file}' is not valid JSON ({exc}). Fix the file, or save the model again (grace build)."
+            ) from exc
 
 
 def _load_from_hub(repo_id: str, options: dict[str, Any]) -> SentenceTransformer:
