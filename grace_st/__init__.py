@@ -9,6 +9,7 @@ makes ``mteb.get_model("<released GRACE id>")`` return a GRACE encoder.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +78,12 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    """Public names and submodules load on first use, so ``grace_st.streaming.encode_stream`` works after
+    ``import grace_st`` as it would with an eager package."""
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 
@@ -81,6 +79,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .atomic import atomic_directory
+
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained; a fresh model of the same config with its weights does not.
@@ -90,17 +90,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     model = type(loaded)(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    with atomic_directory(target) as staging:  # replaces a stale, unmarked folder from an interrupted older run
+        model.save_pretrained(staging.path)
+        tokenizer.save_pretrained(staging.path)
         marker = {"source": f"{_PACKAGE}/{_GGUF}", "hub_id": EMBEDDED_BACKBONE_ID, "size": gguf.stat().st_size}
-        (tmp / _DONE_MARKER).write_text(json.dumps(marker, indent=2))
-        if target.exists():  # a stale, unmarked folder from an interrupted older run
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (staging.path / _DONE_MARKER).write_text(json.dumps(marker, indent=2))
 
 
 def resolve_backbone(name_or_path: str | os.PathLike | None) -> str:

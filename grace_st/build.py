@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,15 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
 from . import modeling
+from .atomic import atomic_directory, check_writable
 from .backbones import EMBEDDED_BACKBONE_ID, resolve_backbone
 from .model_card import GraceModelCardData
+from .published_files import MODULE_CODE_FILES
 from .rationale_generator import RationaleGenerator
 
 
 REMOTE_MODULE_REF = "rationale_generator.RationaleGenerator"
-_REMOTE_FILES = (
-    "batching.py",
-    "cpu_decode_attention.py",
-    "cpu_linears.py",
-    "generation.py",
-    "pooling.py",
-    "prompts.py",
-    "single_pass.py",
-    "slot_cache.py",
-    "spans.py",
-)
+_REMOTE_FILES = tuple(name for name in MODULE_CODE_FILES if name != "rationale_generator.py")
 
 
 def build_grace_model(
@@ -63,6 +54,8 @@ def build_grace_model(
     Returns:
         The in-memory model (the same vectors as the saved folder gives when reloaded).
     """
+    if output_dir is not None:  # a bad target fails now, not after loading the backbone
+        check_output_dir(output_dir, overwrite)
     location = resolve_backbone(backbone)
     generator = RationaleGenerator(location, model_kwargs=model_kwargs, **settings)
     instruction = generator.instruction
@@ -104,31 +97,26 @@ def export_remote_code(folder: str | os.PathLike) -> None:
 def save_grace_model(model: SentenceTransformer, output_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Save ``model`` into ``output_dir`` so that no reader ever sees a half-written folder.
 
-    The model is written into a temporary sibling folder and renamed into place; an existing folder is replaced only
-    with ``overwrite=True``, and only once the new one is complete.
+    The model is written into a temporary sibling folder and renamed into place (:mod:`grace_st.atomic`); an
+    existing folder is replaced only with ``overwrite=True``, and only once the new one is complete.
     """
-    target = Path(output_dir).expanduser().resolve()
+    target = check_output_dir(output_dir, overwrite)
+    with atomic_directory(target) as staging:
+        write_grace_folder(model, staging.path)
+    return target
+
+
+def write_grace_folder(model: SentenceTransformer, folder: Path) -> None:
+    """Write ``model`` into the (new, empty) ``folder``: the sentence-transformers files plus the remote code."""
+    model.save_pretrained(str(folder))
+    export_remote_code(folder)
+
+
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """The resolved ``output_dir``, or a :class:`GraceUserError` before any slow work if it cannot be written."""
+    target = check_writable(output_dir, directory=True)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(
             f"'{target}' already exists and is not empty. Pass overwrite=True (--overwrite) or choose another folder."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        model.save_pretrained(str(tmp))
-        export_remote_code(tmp)
-        swap_into_place(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def swap_into_place(complete: Path, target: Path) -> None:
-    """Rename the finished folder ``complete`` to ``target``, replacing an existing ``target`` only at the end."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(complete, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(complete, target)

@@ -9,11 +9,12 @@ replaced atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard
+
+from .atomic import atomic_file
 
 
 def eval_results_from_mteb(task_results: list[Any], tasks: dict[str, Any]) -> list[EvalResult]:
@@ -56,8 +57,6 @@ def update_card(folder: str | os.PathLike, results: list[EvalResult], model_name
     ]
     card.data.eval_results = kept + results
     card.data.model_name = card.data.model_name or model_name or Path(folder).resolve().name
-    fd, tmp = tempfile.mkstemp(prefix=".README.", suffix=".md", dir=path.parent)
-    os.close(fd)
-    card.save(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, newline="") as handle:  # as ModelCard.save writes it
+        handle.write(str(card))
     return path

@@ -39,6 +39,16 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="sampling seed (with --sample)")
 
 
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    """The one switch that lets a model's own Python files run (off: a GRACE folder's files are never executed)."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model's backbone run custom code from its files (only for models whose code you have read; "
+        "GRACE folders never need it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace",
@@ -80,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     encode.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
+    add_trust_remote_code(encode)
 
     build = commands.add_parser(
         "build",
@@ -111,6 +122,9 @@ def _extra_commands() -> dict[str, tuple[Callable, Callable]]:
     }
 
 
+_NO_TEXT = object()
+
+
 def read_texts(path: Path) -> list[str]:
     """Texts from a .txt (one per line) or .jsonl (field 'text') file."""
     from .streaming import iter_texts
@@ -122,17 +136,21 @@ def run_encode(args: argparse.Namespace) -> None:
     """Encode ``--text`` or a ``--file`` read lazily, writing each chunk of results as soon as it is done."""
     from itertools import chain
 
+    from .atomic import check_writable
     from .loading import load_grace_model
     from .streaming import encode_stream, iter_texts, write_jsonl_stream
+    from .terminal import printable
 
+    if args.output is not None:  # a folder or an unwritable place fails now, not after all the encoding
+        check_writable(args.output)
     texts = iter(args.text) if args.text is not None else iter_texts(args.file)
-    first = next(texts, None)  # an empty or missing file fails before the model is loaded
-    if first is None:
+    first = next(texts, _NO_TEXT)  # an empty or missing file fails before the model is loaded
+    if first is _NO_TEXT:
         raise ValueError(f"No texts to encode in '{args.file}'.")
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
-    model = load_grace_model(args.model, device=args.device)
+    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     if args.max_new_tokens is not None:
         model[0].max_new_tokens = args.max_new_tokens
     chunks = encode_stream(
@@ -145,10 +163,8 @@ def run_encode(args: argparse.Namespace) -> None:
 
     def show(chunk: list) -> None:
         for item in chunk:
-            print(
-                f"\n{item.text}\n  rationale: {item.rationale}\n  embedding: {item.embedding.shape[0]} dims",
-                file=sys.stderr,
-            )
+            text, rationale = printable(item.text), printable(item.rationale)
+            print(f"\n{text}\n  rationale: {rationale}\n  embedding: {item.embedding.shape[0]} dims", file=sys.stderr)
 
     count = write_jsonl_stream(chunks, args.output, show if args.show_rationales else None)
     if args.output is not None:
@@ -177,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()  # keep the terminal for GRACE's own messages
     from .backbones import BackboneNotFoundError
     from .push import PushError
+    from .terminal import printable
 
     try:
         runners = {"encode": run_encode, "build": run_build}
         runners.update({name: entry[1] for name, entry in _extra_commands().items()})
         runners[args.command](args)
     except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError, PushError) as exc:
-        print(f"grace: error: {exc}", file=sys.stderr)
+        print(f"grace: error: {printable(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -53,6 +53,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--max-new-tokens", type=int, help="override the rationale length cap")
     evaluate.add_argument("--no-instructions", action="store_true", help="only query/document prompts, no per-task")
     evaluate.add_argument("--no-cache", action="store_true", help="do not read or write the encoding cache")
+    from .cli import add_trust_remote_code
+
+    add_trust_remote_code(evaluate)
 
 
 def resolve_tasks(
@@ -104,7 +107,7 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
     from .loading import load_grace_model
     from .mteb_encoder import GraceEncoder
 
-    model = load_grace_model(location)
+    model = load_grace_model(location, trust_remote_code=args.trust_remote_code)
     generator = model[0]
     if args.span is not None:
         generator.span = args.span

@@ -33,8 +33,10 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
     """mteb encoder for a GRACE model (a saved folder, a Hub id, or an in-memory ``SentenceTransformer``).
 
     Args:
-        model: the GRACE model or where to load it from (loaded with ``trust_remote_code=True``).
+        model: the GRACE model or where to load it from (with :func:`grace_st.load_grace_model`: the installed module
+            class, none of the folder's files executed).
         revision / device: as for ``SentenceTransformer``.
+        trust_remote_code: let a backbone with custom code run it (off by default).
         model_prompts: prompts to use instead of the model's own (mteb's format).
         use_instructions: use per-task instructions stored with the model (keys are mteb task names or types);
             False keeps only its ``query``/``document`` prompts.
@@ -50,10 +52,13 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         *,
         use_instructions: bool = True,
         cache: bool | str | os.PathLike = True,
+        trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, SentenceTransformer):
-            model = SentenceTransformer(str(model), revision=revision, device=device, trust_remote_code=True, **kwargs)
+            from .loading import load_grace_model
+
+            model = load_grace_model(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
         if not is_grace_model(model):
             raise ValueError(
                 f"{type(model[0]).__name__ if len(model) else 'An empty model'} is not a GRACE model (its first "

@@ -4,7 +4,9 @@ mteb encodes the same texts again and again (a corpus shared by splits and tasks
 subsets), and every GRACE encoding costs a generation. Each entry maps a key — the model's fingerprint, the prompt,
 the generation/pooling settings and the text — to the rationale and the embedding. The store is one SQLite file:
 SQLite's own locking makes it safe for several processes at once (writes are transactions; readers never see half
-an entry). A file that SQLite cannot read is moved aside and rebuilt, with a warning.
+an entry). Each entry carries a checksum, so a vector changed on disk is a miss (with a warning), never a wrong
+answer. Only a damaged file is moved aside and rebuilt; a busy, full or read-only one is left alone (see
+:class:`EncodingCache`).
 
 Size: about ``4 * dim`` bytes for the embedding plus the rationale text (roughly 3-4 KB per text for a 576-dim
 model with 64-token rationales; ~15 KB at 2048 tokens and 1536 dims). Location: ``$GRACE_CACHE/encodings.sqlite``
@@ -17,9 +19,9 @@ import hashlib
 import json
 import os
 import sqlite3
-import time
 import warnings
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -57,71 +59,149 @@ def default_cache_path() -> Path:
     return grace_cache_dir() / "encodings.sqlite"
 
 
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB: the file itself is damaged or not a database
+
+
+def is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file is damaged, as opposed to busy, full, read-only or failing I/O.
+
+    Only damage justifies moving the file aside; every other error leaves a healthy cache where it is.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    return type(exc) is sqlite3.DatabaseError  # SQLite's CORRUPT and NOTADB map to the base class, others do not
+
+
+def entry_checksum(key: str, rationale: str, blob: bytes) -> str:
+    """Digest of a stored entry, so bytes changed on disk are a miss instead of a wrong vector."""
+    return hashlib.sha256(key.encode("utf-8") + b"\0" + rationale.encode("utf-8") + b"\0" + blob).hexdigest()[:32]
+
+
 class EncodingCache:
-    """``get``/``put`` of (rationale, embedding) by key, in one SQLite file shared safely between processes."""
+    """``get``/``put`` of (rationale, embedding) by key, in one SQLite file shared safely between processes.
+
+    Failures never cost the caller its results: a busy (locked past ``timeout`` seconds), full, read-only or
+    failing cache is a miss on reading and a skipped write, each with a warning that names the file and the cause;
+    only a damaged file is moved aside (to ``<name>.corrupt``, replacing an earlier one) and rebuilt. The file is
+    readable by its owner only: it holds rationales about the user's texts.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 120.0) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
         self.timeout = timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_private()
         try:
             self._create()
         except sqlite3.DatabaseError as exc:
-            self._rebuild(exc)
+            self._failed(exc, "could not be opened")
+
+    def _make_private(self) -> None:
+        """Create the file owner-only (SQLite gives its -wal and -shm files the database file's mode)."""
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDONLY, 0o600))
+            os.chmod(self.path, 0o600)
+        except OSError:  # a read-only folder, or someone else's file: SQLite reports what it cannot do
+            pass
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=self.timeout)
 
     def _create(self) -> None:
-        with self._connect() as db:
+        with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer of another process
             db.execute(
-                "CREATE TABLE IF NOT EXISTS encodings (key TEXT PRIMARY KEY, rationale TEXT, embedding BLOB, dim INT)"
+                "CREATE TABLE IF NOT EXISTS encodings "
+                "(key TEXT PRIMARY KEY, rationale TEXT, embedding BLOB, dim INT, checksum TEXT)"
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(encodings)")}
+            if "checksum" not in columns:  # a cache written before checksums: its entries read as misses
+                db.execute("ALTER TABLE encodings ADD COLUMN checksum TEXT")
             db.execute("SELECT count(*) FROM encodings").fetchone()
 
-    def _rebuild(self, exc: Exception) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+    def _failed(self, exc: sqlite3.DatabaseError, doing: str) -> None:
+        """Rebuild a damaged file; for any other error, warn and leave the file alone."""
+        if is_corruption(exc):
+            self._rebuild(exc)
+            return
         warnings.warn(
-            f"The GRACE encoding cache '{self.path}' could not be read ({exc}); it was moved to '{aside}' and a new, "
-            "empty cache was started. Texts will be encoded again.",
+            f"The GRACE encoding cache '{self.path}' {doing} ({exc}; waited up to {self.timeout:g} s if it was "
+            "locked). The file was left as it is; affected texts are encoded again. If it stays busy, full or "
+            "read-only, free space or fix its permissions, or point GRACE_CACHE at another folder.",
             UserWarning,
             stacklevel=3,
         )
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(f"{self.path}{suffix}")
-            if source.exists():
-                os.replace(source, Path(f"{aside}{suffix}"))
-        self._create()
+
+    def _rebuild(self, exc: Exception) -> None:
+        from filelock import FileLock
+
+        aside = self.path.with_name(f"{self.path.name}.corrupt")
+        with FileLock(f"{self.path}.lock"):
+            try:
+                self._create()  # another process may have rebuilt it while this one waited
+                return
+            except sqlite3.DatabaseError as again:
+                if not is_corruption(again):
+                    raise
+            warnings.warn(
+                f"The GRACE encoding cache '{self.path}' is damaged ({exc}); it was moved to '{aside}' (replacing "
+                "any earlier one; delete it when not needed) and a new, empty cache was started. Texts will be "
+                "encoded again.",
+                UserWarning,
+                stacklevel=4,
+            )
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{self.path}{suffix}")
+                if source.exists():
+                    os.replace(source, Path(f"{aside}{suffix}"))
+                else:
+                    Path(f"{aside}{suffix}").unlink(missing_ok=True)
+            self._make_private()
+            self._create()
 
     def get(self, keys: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-        """The cached entries among ``keys`` (missing keys are simply absent)."""
+        """The cached entries among ``keys``; missing keys, and entries whose checksum fails, are absent."""
         found: dict[str, tuple[str, np.ndarray]] = {}
+        damaged = 0
         try:
-            with self._connect() as db:
+            with closing(self._connect()) as db:
                 for start in range(0, len(keys), 500):
                     chunk = list(keys[start : start + 500])
                     marks = ",".join("?" * len(chunk))
-                    query = f"SELECT key, rationale, embedding FROM encodings WHERE key IN ({marks})"
-                    for key, rationale, blob in db.execute(query, chunk):
+                    query = f"SELECT key, rationale, embedding, checksum FROM encodings WHERE key IN ({marks})"
+                    for key, rationale, blob, checksum in db.execute(query, chunk):
+                        if checksum is None:
+                            continue  # written before checksums: encoded again, then replaced
+                        if checksum != entry_checksum(key, rationale, blob):
+                            damaged += 1
+                            continue
                         found[key] = (rationale, np.frombuffer(blob, dtype=np.float32).copy())
         except sqlite3.DatabaseError as exc:
-            self._rebuild(exc)
+            self._failed(exc, "could not be read")
             return {}
+        if damaged:
+            warnings.warn(
+                f"{damaged} cached encoding(s) in '{self.path}' failed their checksum (changed on disk); they are "
+                "encoded again and replaced.",
+                UserWarning,
+                stacklevel=2,
+            )
         return found
 
     def put(self, entries: dict[str, tuple[str, np.ndarray]]) -> None:
-        """Store entries in one transaction (an entry already there is kept: same key, same vector)."""
-        rows = [
-            (key, rationale, np.asarray(vector, dtype=np.float32).tobytes(), int(np.asarray(vector).shape[-1]))
-            for key, (rationale, vector) in entries.items()
-        ]
+        """Store entries in one transaction, replacing any stored under the same key (same key, same vector)."""
+        rows = []
+        for key, (rationale, vector) in entries.items():
+            blob = np.asarray(vector, dtype=np.float32).tobytes()
+            dim = int(np.asarray(vector).shape[-1])
+            rows.append((key, rationale, blob, dim, entry_checksum(key, rationale, blob)))
         try:
-            with self._connect() as db:
-                db.executemany("INSERT OR IGNORE INTO encodings VALUES (?, ?, ?, ?)", rows)
+            with closing(self._connect()) as db, db:
+                db.executemany("INSERT OR REPLACE INTO encodings VALUES (?, ?, ?, ?, ?)", rows)
         except sqlite3.DatabaseError as exc:
-            self._rebuild(exc)
+            self._failed(exc, f"could not store {len(rows)} new encoding(s)")
 
     def __len__(self) -> int:
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             return int(db.execute("SELECT count(*) FROM encodings").fetchone()[0])

@@ -14,7 +14,6 @@ this library. The imports below try the flat copy first and fall back to the ins
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .generation import GenerationSettings, end_token_ids
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from .settings import FORMAT_VERSION, read_saved_settings
     from .single_pass import generate_then_forward, generate_with_hidden_states
     from .spans import SPANS, pooled_span_mask, rationale_mask
 except ImportError:  # the installed library
@@ -36,11 +36,9 @@ except ImportError:  # the installed library
     from grace_st.modeling.generation import GenerationSettings, end_token_ids
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from grace_st.modeling.settings import FORMAT_VERSION, read_saved_settings
     from grace_st.modeling.single_pass import generate_then_forward, generate_with_hidden_states
     from grace_st.modeling.spans import SPANS, pooled_span_mask, rationale_mask
-
-FORMAT_VERSION = 1
-"""Version of ``grace_config.json``; bumped when a key changes meaning."""
 
 
 def check_texts(texts: list[Any]) -> None:
@@ -281,19 +279,14 @@ class RationaleGenerator(InputModule):
         processor_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> RationaleGenerator:
-        """Load from a saved folder or Hub repo; ``trust_remote_code`` also reaches backbones with custom code."""
+        """Load from a saved folder or Hub repo; ``trust_remote_code`` also reaches backbones with custom code.
+
+        Only the saved settings are read from ``grace_config.json``, type-checked (see ``settings.py``): the file
+        comes with a downloaded model and must not reach run-time options such as ``token_budget``.
+        """
         hub = dict(token=token, cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
-        known = set(inspect.signature(cls.__init__).parameters)
-        unknown = sorted(set(config) - known - {"format_version"})
-        if unknown:
-            warnings.warn(
-                f"Ignoring unknown keys {unknown} in {cls.config_file_name}: the model was probably saved by a newer "
-                "GRACE version. Upgrade grace-st to use them.",
-                UserWarning,
-                stacklevel=2,
-            )
-        config = {k: v for k, v in config.items() if k in known}
+        config = read_saved_settings(config, f"{cls.config_file_name} of '{model_name_or_path}'")
         hf = dict(subfolder=subfolder, token=token, cache_dir=cache_folder, revision=revision)
         hf.update(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
         return cls(

@@ -9,9 +9,7 @@ Since no vector depends on batch composition, the chunking changes no result.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any, TextIO
 
 from sentence_transformers import SentenceTransformer
 
+from .atomic import atomic_file
+from .errors import GraceUserError
 from .rationales import GraceEncoding, encode_with_rationales
 
 
@@ -35,15 +35,25 @@ def iter_texts(path: Path) -> Iterator[str]:
     if not path.is_file():
         raise FileNotFoundError(f"No such file: '{path}'. Pass an existing .txt or .jsonl file to --file.")
     blank = 0
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported with its line
         for number, raw in enumerate(handle, 1):
-            line = raw.rstrip("\r\n")
+            line = _decode(path, number, raw).rstrip("\r\n")
             if not line.strip():
                 blank += 1
                 continue
             yield _jsonl_text(path, number, line) if path.suffix == ".jsonl" else line
     if blank and path.suffix != ".jsonl":
         print(f"grace: skipped {blank} blank lines in {path}", file=sys.stderr)
+
+
+def _decode(path: Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraceUserError(
+            f"{path}:{number} is not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}). Save the "
+            "file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`."
+        ) from exc
 
 
 def _jsonl_text(path: Path, number: int, line: str) -> Any:
@@ -53,6 +63,11 @@ def _jsonl_text(path: Path, number: int, line: str) -> Any:
         raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg}). Fix or remove that line.") from exc
     if not isinstance(record, dict) or "text" not in record:
         raise ValueError(f"{path}:{number} has no 'text' field. Each JSON line needs {{\"text\": ...}}.")
+    if not isinstance(record["text"], str):
+        raise GraceUserError(
+            f"{path}:{number} has 'text': {json.dumps(record['text'])}, not a string. Each JSON line needs "
+            '{"text": "..."}; fix or remove that line.'
+        )
     return record["text"]
 
 
@@ -79,21 +94,14 @@ def write_jsonl_stream(
 ) -> int:
     """Write each chunk's JSON lines as soon as it arrives; returns how many were written.
 
-    To a file, lines go to a temporary sibling that is flushed after every chunk and renamed over ``output`` only
-    when all are written, so ``output`` is never half-written and a failed run leaves no partial file behind.
+    To a file, lines go to a temporary sibling (:func:`~grace_st.atomic.atomic_file`) that is flushed after every
+    chunk and renamed over ``output`` only when all are written, so ``output`` is never half-written and a failed,
+    interrupted or SIGTERM-ed run leaves no partial file behind.
     """
     if output is None:
         return _write_chunks(chunks, sys.stdout, on_chunk)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            count = _write_chunks(chunks, handle, on_chunk)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    with atomic_file(output) as handle:
+        return _write_chunks(chunks, handle, on_chunk)
 
 
 def _write_chunks(

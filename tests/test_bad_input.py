@@ -46,6 +46,8 @@ def test_settings_beyond_the_context_are_refused(tiny_backbone):
         ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
         ({"max_input_tokens": -3}, "max_input_tokens must be a positive integer, got -3"),
         ({"do_sample": True, "temperature": 0.0}, "temperature must be > 0"),
+        ({"do_sample": True, "temperature": "hot"}, "temperature must be a number, got 'hot'"),
+        ({"top_p": "all"}, "top_p must be a number, got 'all'"),
         ({"instruction": "  "}, "instruction must be a non-empty string"),
     ],
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -88,3 +90,85 @@ def test_bad_jsonl_lines_are_named(tmp_path, capsys, line, message):
     source.write_text('{"text": "fine"}\n' + line + "\n")
     assert main(["encode", "--file", str(source)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_show_rationales_never_sends_control_characters_to_the_terminal(tiny_backbone, capsys):
+    """A text holding escape sequences (retitle the window, clear the screen) is shown escaped, stored verbatim."""
+    hostile = "Nice text\x1b]0;owned\x07 and \x1b[2J more\x9b"
+    argv = ["encode", str(tiny_backbone), "--text", hostile, "--max-new-tokens", "4", "--show-rationales"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert not any(ch in captured.err for ch in "\x1b\x07\x9b"), "raw control characters reached the terminal"
+    assert "Nice text\\x1b]0;owned\\x07 and \\x1b[2J more\\x9b" in captured.err
+    assert "\x1b" not in captured.out and json.loads(captured.out.strip())["text"] == hostile
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the mistake must be reported before the model is loaded")
+
+
+@pytest.mark.parametrize(
+    ("make", "argv", "message"),
+    [
+        (lambda d: (d / "out").mkdir(), ["encode", "--text", "x", "--output", "{d}/out"], "out' is a folder, but"),
+        (lambda d: (d / "f").write_text(""), ["encode", "--text", "x", "--output", "{d}/f/x.jsonl"], "Cannot create"),
+        (lambda d: (d / "f").write_text(""), ["build", "{d}/f"], "f' is a file, but a folder"),
+    ],
+)
+def test_output_mistakes_are_named_before_the_model_loads(tmp_path, capsys, monkeypatch, make, argv, message):
+    import grace_st.build
+    import grace_st.loading
+
+    monkeypatch.setattr(grace_st.loading, "load_grace_model", _never)
+    monkeypatch.setattr(grace_st.build, "resolve_backbone", _never)
+    make(tmp_path)
+    assert main([arg.format(d=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and ".partial" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("x.txt", b"fine\n\xff\xfe latin-1?\n", "x.txt:2 is not valid UTF-8 (byte 0xff at column 1)"),
+        ("x.jsonl", b'{"text": null}\n{"text": "fine"}\n', "x.jsonl:1 has 'text': null, not a string"),
+    ],
+)
+def test_unreadable_input_lines_are_named(tiny_backbone, tmp_path, capsys, name, content, message):
+    source = tmp_path / name
+    source.write_bytes(content)
+    argv = ["encode", str(tiny_backbone), "--file", str(source), "--chunk-size", "1", "--max-new-tokens", "2"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_invalid_grace_config_is_named(grace_tiny, tmp_path, capsys):
+    from grace_st import save_grace_model
+
+    folder = save_grace_model(grace_tiny, tmp_path / "m")
+    (folder / "grace_config.json").write_text('{"max_new_tokens": 8,')
+    assert main(["encode", str(folder), "--text", "x"]) == 2
+    assert f"'{folder / 'grace_config.json'}' is not valid JSON" in capsys.readouterr().err
+
+
+def test_saved_models_and_outputs_follow_the_umask(tiny_backbone, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        folder = tmp_path / "model"
+        assert main(["build", str(folder), "--backbone", str(tiny_backbone), "--max-new-tokens", "2"]) == 0
+        out = tmp_path / "x.jsonl"
+        assert main(["encode", str(folder), "--text", "A cat sat.", "--output", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (folder, folder / "modules.json", out)}
+    assert modes == {"model": 0o755, "modules.json": 0o644, "x.jsonl": 0o644}
+
+
+def test_a_killed_builds_leftover_is_removed_by_the_next_build(tiny_backbone, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / f".model.{dead.pid}-0a1b2c3d.partial"  # what kill -9 during `grace build` leaves
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"0" * 4096)
+    assert main(["build", str(tmp_path / "model"), "--backbone", str(tiny_backbone), "--max-new-tokens", "2"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -131,13 +131,13 @@ def test_max_seq_length_is_the_input_token_limit(grace_tiny):
     assert grace_tiny.max_seq_length == 16
 
 
-def test_config_from_a_newer_version_loads_with_a_warning(grace_tiny, tmp_path):
+def test_config_with_an_unknown_key_is_refused_naming_the_valid_keys(grace_tiny, tmp_path):
+    """A key this version does not save is refused, not dropped: the folder's settings would silently change."""
     folder = save_grace_model(grace_tiny, tmp_path / "m")
     config = json.loads((folder / "grace_config.json").read_text())
     (folder / "grace_config.json").write_text(json.dumps({**config, "future_setting": 3}))
-    with pytest.warns(UserWarning, match=r"Ignoring unknown keys \['future_setting'\]"):
-        reloaded = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
-    np.testing.assert_array_equal(reloaded.encode(TEXTS[:2]), grace_tiny.encode(TEXTS[:2]))
+    with pytest.raises(ValueError, match=r"\['future_setting'\] that are not saved GRACE settings.*'max_new_tokens'"):
+        SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
 
 
 def test_max_new_tokens_can_be_changed_within_the_context(grace_tiny):

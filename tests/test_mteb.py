@@ -13,7 +13,6 @@ from mteb.mocks.mock_tasks import MockClassificationTask, MockRetrievalTask, Moc
 from grace_st import load_mteb_model, save_grace_model
 from grace_st.eval_tasks import OFFLINE_TASKS, WordNetDefinitionRetrieval, WordNetSensePairClassification
 from grace_st.mteb_encoder import GraceEncoder
-from grace_st.rationale_cache import EncodingCache
 
 
 @pytest.fixture
@@ -105,35 +104,6 @@ def test_cached_vectors_equal_sentence_transformers_encode(grace_tiny, tmp_path)
     direct = grace_tiny.encode(texts)
     assert np.allclose(fresh, direct, atol=1e-5) and np.array_equal(fresh, cached)
     assert encoder.texts_generated == 2  # the duplicate was encoded once
-
-
-def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path):
-    path = tmp_path / "c.sqlite"
-    path.write_bytes(b"this is not a sqlite database" * 100)
-    with pytest.warns(UserWarning, match="could not be read"):
-        cache = EncodingCache(path)
-    cache.put({"k": ("why", np.ones(3, dtype=np.float32))})
-    assert cache.get(["k"])["k"][0] == "why" and len(list(tmp_path.glob("c.sqlite.corrupt-*"))) == 1
-
-
-def _write_entries(path: str, offset: int) -> None:
-    cache = EncodingCache(path)
-    for i in range(50):
-        cache.put({f"{offset}-{i}": ("r", np.full(4, i, dtype=np.float32))})
-
-
-def test_two_processes_share_the_cache(tmp_path):
-    import multiprocessing
-
-    path = str(tmp_path / "shared.sqlite")
-    EncodingCache(path)
-    workers = [multiprocessing.get_context("spawn").Process(target=_write_entries, args=(path, n)) for n in (1, 2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    assert [w.exitcode for w in workers] == [0, 0]
-    assert len(EncodingCache(path)) == 100
 
 
 def test_update_card_keeps_the_rest_of_the_card(saved, tmp_path, capsys):

@@ -26,3 +26,11 @@ def test_importing_grace_st_is_cheap():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_submodules_are_reachable_after_import_grace_st():
+    """The README's ``grace_st.streaming.encode_stream(...)`` works after a plain ``import grace_st``."""
+    code = "import grace_st; print(grace_st.streaming.encode_stream.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "encode_stream"

@@ -12,6 +12,7 @@ from fake_hub import FakeHub
 
 from grace_st import save_grace_model
 from grace_st.cli import main as grace_main
+from grace_st.errors import GraceUserError
 from grace_st.push import PushError, push_grace_model
 
 
@@ -89,3 +90,57 @@ def test_cli_push_reports_bad_folders_and_repo_ids(saved_model, tmp_path, capsys
     assert "no README.md" in capsys.readouterr().err
     assert grace_main(["push", str(saved_model), "no-org"]) == 2
     assert "org-or-user/model-name" in capsys.readouterr().err
+
+
+def test_only_the_files_a_grace_folder_is_made_of_are_uploaded(fake_hub, saved_model, caplog):
+    hub = fake_hub()
+    (saved_model / "learning_curve.png").write_bytes(b"\x89PNG plot")
+    strays = ["notes.txt", "triples.jsonl", "pytorch_model.bin", "1_Pooling/extra.txt", "logs/run.log"]
+    for name in strays:
+        (saved_model / name).parent.mkdir(exist_ok=True)
+        (saved_model / name).write_text("not for the Hub")
+    push_grace_model(saved_model, "me/grace-tiny")
+    assert "learning_curve.png" in hub.files and "1_Pooling/config.json" in hub.files
+    assert not set(strays) & set(hub.files)
+    assert "notes.txt" in caplog.text and "stay local" in caplog.text
+
+
+def test_a_symlink_refuses_the_upload_before_anything_is_sent(fake_hub, saved_model, tmp_path, capsys):
+    hub = fake_hub()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hf_secret_token")
+    (saved_model / "tokenizer.json").unlink()
+    (saved_model / "tokenizer.json").symlink_to(secret)
+    with pytest.raises(GraceUserError, match="'tokenizer.json' is a symbolic link"):
+        push_grace_model(saved_model, "me/grace-tiny")
+    assert hub.paths == [], "nothing was sent to the Hub"
+    (saved_model / "tokenizer.json").unlink()
+    (saved_model / "notes.txt").symlink_to(secret)  # not even a file that would be published
+    assert grace_main(["push", str(saved_model), "me/grace-tiny"]) == 2
+    assert "'notes.txt' is a symbolic link" in capsys.readouterr().err
+
+
+def test_a_card_with_a_local_path_is_not_published(fake_hub, saved_model):
+    hub = fake_hub()
+    card = saved_model / "README.md"
+    card.write_text(card.read_text() + f"\nTraining data: {saved_model.parent / 'triples.jsonl'}.\n")
+    with pytest.raises(GraceUserError, match="mentions local paths"):
+        push_grace_model(saved_model, "me/grace-tiny")
+    assert hub.paths == []
+
+
+def test_training_cards_name_local_data_and_backbones_without_their_path(tmp_path):
+    from grace_st.published_files import local_paths_in, public_name
+    from grace_st.train.config import GraceConfig
+    from grace_st.train.summary import card_training_record
+
+    data = tmp_path / "private" / "triples.jsonl"
+    data.parent.mkdir()
+    data.write_text("{}")
+    assert public_name(str(data)) == "triples.jsonl"
+    assert public_name("org/dataset") == "org/dataset" and public_name("grace:wordnet") == "grace:wordnet"
+    args = GraceConfig(output_dir=str(tmp_path / "out"), report_to="none")
+    curve = {"steps": 0, "per_step": []}
+    record = card_training_record(args, str(data), str(tmp_path / "backbone"), None, None, curve, {"wall_seconds": 1})
+    assert record["dataset"] == "triples.jsonl" and record["backbone"] == "backbone"
+    assert local_paths_in(repr(record), tmp_path) == []

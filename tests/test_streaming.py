@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -70,3 +71,37 @@ def test_texts_are_read_lazily(tmp_path):
 def test_bad_chunk_size_is_named(tiny_backbone, capsys):
     assert main(["encode", str(tiny_backbone), "--text", "x", "--chunk-size", "0"]) == 2
     assert "--chunk-size must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_sigterm_during_encode_leaves_no_partial_file(tiny_backbone, tmp_path):
+    """``grace encode`` gets SIGTERM while its second chunk is encoded: it dies of SIGTERM and leaves nothing."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    output = tmp_path / "out" / "vectors.jsonl"
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        import grace_st.streaming as streaming
+        from grace_st.cli import main
+        original = streaming.encode_with_rationales
+        calls = []
+        def encode_then_terminate(model, chunk, **kwargs):
+            calls.append(chunk)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+            return original(model, chunk, **kwargs)
+        streaming.encode_with_rationales = encode_then_terminate
+        main(sys.argv[1:])
+        """
+    )
+    argv = ["encode", str(tiny_backbone), "--file", str(source), "--output", str(output), "--chunk-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, *argv, "--max-new-tokens", "2"], env=env, timeout=300)
+    assert done.returncode == -signal.SIGTERM
+    assert list(output.parent.iterdir()) == [], "neither the output nor a partial file remains"

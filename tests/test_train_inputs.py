@@ -23,6 +23,7 @@ from grace_st.train.data import load_source, prepare_dataset, prompt_fields
         ("max_completion_length", 0, "max_completion_length=0"),
         ("hard_negative_weight", float("nan"), "hard_negative_weight=nan must be a finite number"),
         ("heldout_eval", "mteb", "heldout_eval='mteb'"),
+        ("learning_rate", -1e-6, "learning_rate=-1e-06 must be a finite number >= 0"),  # before the model loads
     ],
 )
 def test_config_errors_name_the_value(tmp_path, field, value, message):
@@ -100,3 +101,11 @@ def test_unknown_sources_are_explained(tmp_path):
 def test_builtin_wordnet_has_the_supervised_columns():
     data = load_source("grace:wordnet")
     assert set(data.column_names) == {"query", "positive", "negative"} and len(data) > 10_000
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_data_file_is_named(tmp_path, content):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"Dataset file '{path}' is empty"):
+        load_source(str(path))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
+from ..errors import GraceUserError
 from ..modeling.prompts import DEFAULT_INSTRUCTION
 from ..modeling.spans import SPANS
 from .rewards import REWARD_VARIANTS, RewardWeights
@@ -59,6 +60,8 @@ class GraceConfig(GRPOConfig):
         long_inputs: ``"drop"`` (the reference's offline filter) or ``"truncate"`` training rows whose positive (or
             text) is longer than ``max_input_tokens``; truncating keeps long-document domains in the training mix,
             cut on tokens exactly as the encoder cuts them.
+        overwrite_output_dir: replace a non-empty ``output_dir`` that is not this run's (without it, such a folder is
+            refused rather than silently replaced; resuming its ``checkpoints/`` needs no flag).
         max_train_minutes: a wall-clock budget for training (objectives are compared on equal time; the CPU recipe
             fits an hour on any machine kind); ``max_steps`` still applies.
         learning_curve / learning_curve_max_queries: score the suite's validation tasks every ``eval_steps`` steps
@@ -99,6 +102,10 @@ class GraceConfig(GRPOConfig):
     max_train_minutes: float | None = field(
         default=None,
         metadata=_help("Stop training after this many minutes (checkpoint, then score and save as usual)."),
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata=_help("Replace a non-empty output_dir (refused without it, unless resuming its checkpoints)."),
     )
     # TRL defaults replaced by the GRACE reference's
     max_completion_length: int | None = field(default=2048, metadata=_help("Rationale length cap (tokens)."))
@@ -158,6 +165,9 @@ class GraceConfig(GRPOConfig):
                 isinstance(value, (int, float)) and math.isfinite(value)
             ):
                 raise ValueError(f"{name}={value!r} must be a finite number.")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+            raise GraceUserError(f"learning_rate={lr!r} must be a finite number >= 0 (e.g. 1e-6 for full fine-tunes).")
         for name in ("reward_temperature", "anchor_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0 (e.g. 0.1 for tau, 0.5 for anchors).")

@@ -18,6 +18,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from ..errors import GraceUserError
+
 
 BUILTIN_PREFIX = "grace:"
 BUILTINS = ("grace:wordnet", "grace:suite", "grace:suite-wordnet", "grace:suite-manpages", "grace:suite-pydoc")
@@ -36,6 +38,8 @@ def load_source(source: str, split: str = "train", config_name: str | None = Non
             raise ValueError(
                 f"Cannot read '{source}': unknown file type {path.suffix!r}. Use one of {sorted(_FILE_BUILDERS)}."
             )
+        if not _has_content(path):  # datasets would end in a bare StopIteration
+            raise GraceUserError(f"Dataset file '{source}' is empty. It needs at least one row of training data.")
         return load_dataset(builder, data_files=str(path), split="train")
     if path.is_dir():
         return _pick_split(load_dataset(str(path), config_name), split, source)
@@ -51,6 +55,15 @@ def load_source(source: str, split: str = "train", config_name: str | None = Non
             f"Could not load the Hub dataset '{source}' (split {split!r}): {type(exc).__name__}: {exc}. Check the id "
             "and your network (HF_HUB_OFFLINE=1 forbids downloads), or save it locally and pass the file path."
         ) from exc
+
+
+def _has_content(path: Path) -> bool:
+    """Whether ``path`` holds anything but whitespace; reads only until the first such byte."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.strip():
+                return True
+    return False
 
 
 def _pick_split(data: DatasetDict | Dataset, split: str, source: str) -> Dataset:

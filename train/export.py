@@ -3,7 +3,8 @@
 The output folder of ``grace train`` is itself the GRACE model, so it loads with
 ``SentenceTransformer(output_dir, trust_remote_code=True)``. TRL's checkpoints live in its ``checkpoints/``
 subfolder; the final save writes the whole model into a temporary sibling folder, moves ``checkpoints/`` into it and
-swaps it into place, so a process killed while saving never leaves a half-written model behind.
+swaps it into place (:func:`~grace_st.atomic.atomic_directory`), so a process killed while saving never leaves a
+half-written model behind, and a failed save moves ``checkpoints/`` back.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from ..build import build_grace_model, save_grace_model, swap_into_place
+from ..atomic import atomic_directory
+from ..build import build_grace_model, write_grace_folder
 from .config import GraceConfig
-
-
-CHECKPOINTS = "checkpoints"
+from .output_dir import CHECKPOINTS
 
 
 def merged_policy(model: Any) -> Any:
@@ -63,13 +62,11 @@ def save_trained_model(
     e.g. the card's ``learning_curve.png``) atomically into ``output_dir``."""
     target = Path(output_dir).expanduser().resolve()
     checkpoints = target / CHECKPOINTS
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    saved = save_grace_model(model, staging / "model", overwrite=True)
-    (saved / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    for extra in extra_files:
-        shutil.copyfile(extra, saved / Path(extra).name)
-    if checkpoints.exists():
-        os.replace(checkpoints, saved / CHECKPOINTS)  # same filesystem: an atomic move
-    swap_into_place(saved, target)
-    shutil.rmtree(staging, ignore_errors=True)
+    with atomic_directory(target) as staging:
+        write_grace_folder(model, staging.path)
+        (staging.path / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        for extra in extra_files:
+            shutil.copyfile(extra, staging.path / Path(extra).name)
+        if checkpoints.exists():  # same filesystem: an atomic move, undone if the save fails
+            staging.move_in(checkpoints, CHECKPOINTS)
     return target

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,20 @@ from typing import Any
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..backbones import EMBEDDED_BACKBONE_ID
+from .checkpoint_safety import check_resumable
 from .config import GraceConfig
 from .data import load_source, prepare_dataset
-from .export import CHECKPOINTS, grace_model_from_policy, save_trained_model
+from .export import grace_model_from_policy, save_trained_model
 from .graceful_stop import GracefulStop
 from .learning_curve import LearningCurve
+from .output_dir import (
+    CHECKPOINTS,
+    check_output_dir,
+    clear_checkpoints,
+    output_dir_lock,
+    resolve_resume,
+    resume_requested,
+)
 from .summary import card_training_record, reward_curve, training_summary
 from .time_budget import TimeBudget
 
@@ -68,30 +78,33 @@ def load_backbone(model_args: ModelConfig, trust_remote_code: bool = False) -> t
     return model, tokenizer, location
 
 
-def resolve_resume(value: str | None, checkpoint_dir: Path) -> str | None:
-    """``last``/``true`` → newest checkpoint in ``checkpoint_dir`` (None if there is none yet), a path → itself."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if value is None or str(value).lower() in ("false", "none", ""):
-        return None
-    if str(value).lower() in ("last", "true"):
-        return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    if not Path(value).is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint='{value}' is not a folder. Use 'last' or a checkpoint path.")
-    return value
-
-
 def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_args: ModelConfig) -> dict[str, Any]:
     """Train, evaluate before/after, save and (optionally) push; returns the training summary.
 
-    With several processes, all of them train; only the main one scores, saves and pushes (the others wait).
+    With several processes, all of them train; only the main one scores, saves and pushes (the others wait). The
+    output folder is checked (see :mod:`.output_dir`) before anything slow, and locked by the main process for
+    the whole run.
     """
+    output_dir = Path(args.output_dir).expanduser().resolve()
+    check_output_dir(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    args.distributed_state.wait_for_everyone()  # every process checked before the main one writes anything
+    main_process = args.process_index == 0
+    with output_dir_lock(output_dir) if main_process else nullcontext():
+        if main_process and args.overwrite_output_dir and not resume_requested(args.resume_from_checkpoint):
+            clear_checkpoints(output_dir)
+        resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS, prune=main_process)
+        return _train(script_args, args, model_args, output_dir, resume)
+
+
+def _train(
+    script_args: GraceScriptArguments, args: GraceConfig, model_args: ModelConfig, output_dir: Path, resume: str | None
+) -> dict[str, Any]:
     from .trainer import GraceGRPOTrainer
 
     started = time.time()
-    output_dir = Path(args.output_dir).expanduser().resolve()
     push, args.push_to_hub = args.push_to_hub, False  # TRL would push the raw LM; the GRACE folder is pushed below
-    resume = resolve_resume(args.resume_from_checkpoint, output_dir / CHECKPOINTS)
+    if resume is not None:
+        check_resumable(resume)  # before any pickle in it is loaded
     args.output_dir = str(output_dir / CHECKPOINTS)
     main_process = args.process_index == 0
     raw = load_source(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
@@ -155,6 +168,7 @@ def _finish(
     log_history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score the trained model, fill its card and save it with ``train_summary.json`` and ``learning_curve.png``."""
+    from ..published_files import public_name
     from .heldout import heldout_examples, heldout_score
 
     base = _previous_base_score(output_dir / CHECKPOINTS) if args.heldout_eval else None
@@ -171,7 +185,7 @@ def _finish(
         else:
             card.base_model = _hub_id(model_args.model_name_or_path) or card.base_model
         backbone_name = (card.base_model or Path(location).name).split("/")[-1]
-        card.model_name = args.hub_model_id or f"GRACE {backbone_name} ({script_args.dataset_name})"
+        card.model_name = args.hub_model_id or f"GRACE {backbone_name} ({public_name(script_args.dataset_name)})"
         card.tags = sorted({*(card.tags or []), "trl", "grpo"})
         if _hub_id(script_args.dataset_name):
             card.datasets = [script_args.dataset_name]

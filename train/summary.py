@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from ..published_files import public_name
 from .config import GraceConfig
 
 
@@ -67,7 +68,7 @@ def card_training_record(
     curve: dict[str, Any],
     summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """``grace_training`` for the model card template."""
+    """``grace_training`` for the model card template (published: local paths appear by their last component)."""
     grace_fields = {f.name for f in fields(GraceConfig)} - {f.name for f in fields(GraceConfig.__mro__[1])}
     config = {name: getattr(args, name) for name in sorted(grace_fields) if name != "instruction"}
     config.update({name: getattr(args, name) for name in _CARD_FIELDS})
@@ -76,8 +77,8 @@ def card_training_record(
         "objective": args.objective,
         "reward_variant": args.reward_variant,
         "num_generations": args.num_generations,
-        "dataset": dataset_name,
-        "backbone": backbone,
+        "dataset": public_name(dataset_name),
+        "backbone": public_name(backbone),
         "config": config,
         "rewards": curve
         if curve["steps"]

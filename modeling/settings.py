@@ -1,0 +1,78 @@
+"""The saved settings of a GRACE module (``grace_config.json``): which keys exist, their types, and how they are read.
+
+Why a schema and not ``cls(**config)``: the file is data that arrives with a downloaded model, and the constructor
+also takes run-time options (``token_budget`` caps memory, ``model_kwargs`` reaches ``from_pretrained``) that a
+folder must not be able to set. So only the keys below are read, each checked against its type (``bool`` is not
+accepted where an integer or a float is meant, although Python counts it as one), and anything else is refused with
+the valid names, including a ``format_version`` newer than this code understands.
+
+This file is copied into every saved GRACE folder with the module; without this library installed, a refusal is a
+plain ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
+
+FORMAT_VERSION = 1
+"""Version of ``grace_config.json``; bumped when a key changes meaning."""
+
+SAVED_SETTINGS: dict[str, tuple[type, ...]] = {
+    "instruction": (str,),
+    "span": (str,),
+    "layer": (int,),
+    "max_new_tokens": (int,),
+    "max_input_tokens": (int, type(None)),
+    "do_sample": (bool,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "seed": (int, type(None)),
+    "format_version": (int,),
+}
+"""Every key ``grace_config.json`` may hold, with the JSON types it may have."""
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def _has_type(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # JSON true/false: a bool, never an int or a float
+        return bool in types
+    return isinstance(value, types)
+
+
+def read_saved_settings(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """The constructor arguments ``config`` (a parsed ``grace_config.json`` from ``source``) is allowed to set.
+
+    Raises ``GraceUserError`` naming the offending key and the fix for: a key that is not a saved setting, a value
+    of the wrong type, and a format newer than :data:`FORMAT_VERSION`.
+    """
+    if not isinstance(config, dict):
+        raise GraceUserError(f"{source} must hold a JSON object of GRACE settings, got {type(config).__name__}.")
+    unknown = sorted(set(config) - set(SAVED_SETTINGS))
+    if unknown:
+        raise GraceUserError(
+            f"{source} has keys {unknown} that are not saved GRACE settings; the valid keys are "
+            f"{sorted(SAVED_SETTINGS)}. Remove them (run-time options such as token_budget are passed in code, "
+            "not read from a model folder), or upgrade grace-st if the folder was written by a newer version."
+        )
+    for key, value in config.items():
+        if not _has_type(value, SAVED_SETTINGS[key]):
+            raise GraceUserError(
+                f"{source}: {key}={value!r} is a {type(value).__name__}, but {key} must be "
+                f"{_type_names(SAVED_SETTINGS[key])}. Fix the value in the file, or re-save the model."
+            )
+    version = config.get("format_version", FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise GraceUserError(
+            f"{source} has format_version {version}, newer than the {FORMAT_VERSION} this code reads: the model was "
+            "saved by a newer grace-st. Upgrade grace-st to load it."
+        )
+    return {key: value for key, value in config.items() if key != "format_version"}

@@ -1,0 +1,86 @@
+"""The encoding cache: a damaged file is rebuilt, a busy one is never moved, a changed vector is never returned.
+
+Lock contention is real (a second connection holds SQLite's write lock); bit rot is real bytes changed in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import numpy as np
+import pytest
+
+from grace_st.rationale_cache import EncodingCache
+
+
+def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path):
+    path = tmp_path / "c.sqlite"
+    for _ in range(2):  # a second damaged file replaces the first copy: one aside at most
+        path.write_bytes(b"this is not a sqlite database" * 100)
+        with pytest.warns(UserWarning, match="is damaged"):
+            cache = EncodingCache(path)
+    cache.put({"k": ("why", np.ones(3, dtype=np.float32))})
+    assert cache.get(["k"])["k"][0] == "why"
+    assert sorted(p.name for p in tmp_path.glob("c.sqlite.corrupt*")) == ["c.sqlite.corrupt"]
+
+
+def test_a_locked_cache_is_waited_for_then_skipped_never_moved(tmp_path):
+    """A writer holding the lock past the timeout costs the entries being written, not the cache."""
+    path = tmp_path / "c.sqlite"
+    cache = EncodingCache(path, timeout=0.2)
+    cache.put({"kept": ("r", np.ones(3, dtype=np.float32))})
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    try:
+        with pytest.warns(UserWarning, match=r"could not store 1 new encoding.*locked.*left as it is"):
+            cache.put({"new": ("r", np.ones(3, dtype=np.float32))})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not list(tmp_path.glob("*corrupt*"))
+    assert set(cache.get(["kept", "new"])) == {"kept"}
+
+
+def test_a_vector_changed_on_disk_is_a_miss_with_a_warning(tmp_path):
+    path = tmp_path / "c.sqlite"
+    vector = np.full(8, 0.25, dtype=np.float32)
+    EncodingCache(path).put({"k": ("why", vector)})
+    raw = path.read_bytes()
+    assert raw.count(vector.tobytes()) == 1
+    path.write_bytes(raw.replace(vector.tobytes(), np.full(8, 0.5, dtype=np.float32).tobytes()))  # bit rot
+    cache = EncodingCache(path)
+    with pytest.warns(UserWarning, match="1 cached encoding.*failed their checksum"):
+        assert cache.get(["k"]) == {}
+    cache.put({"k": ("why", vector)})  # encoded again, the bad entry replaced
+    assert np.array_equal(cache.get(["k"])["k"][1], vector)
+
+
+def test_the_cache_file_is_private_whatever_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        EncodingCache(tmp_path / "c.sqlite").put({"k": ("why", np.ones(3, dtype=np.float32))})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "c.sqlite").stat().st_mode) == 0o600
+
+
+def _write_entries(path: str, offset: int) -> None:
+    cache = EncodingCache(path)
+    for i in range(50):
+        cache.put({f"{offset}-{i}": ("r", np.full(4, i, dtype=np.float32))})
+
+
+def test_two_processes_share_the_cache(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "shared.sqlite")
+    EncodingCache(path)
+    workers = [multiprocessing.get_context("spawn").Process(target=_write_entries, args=(path, n)) for n in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(EncodingCache(path)) == 100
