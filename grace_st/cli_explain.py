@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli import _MODEL_HELP
+from .cli import _MODEL_HELP, add_trust_remote_code
 from .errors import GraceUserError
 
 
@@ -42,6 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     explain.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     explain.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
+    add_trust_remote_code(explain)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     from .explain import explain_match
     from .loading import load_grace_model
 
-    model = load_grace_model(args.model, device=args.device)
+    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     if args.max_new_tokens is not None:
         model[0].max_new_tokens = args.max_new_tokens
     explanations = explain_match(model, args.query, args.document)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import _MODEL_HELP
+from .cli import _MODEL_HELP, add_trust_remote_code
 from .errors import GraceUserError
 
 
@@ -33,6 +33,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
     search.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     search.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
+    add_trust_remote_code(search)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     from .streaming import iter_texts
     from .terminal_text import one_line
 
-    model = load_grace_model(args.model, device=args.device)
+    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     if args.max_new_tokens is not None:
         model[0].max_new_tokens = args.max_new_tokens
     result = search_corpus(

@@ -4,7 +4,9 @@
 terminal. Such text may hold escape sequences (``\\x1b]0;...`` retitles the window, ``\\x1b[2J`` clears it) or
 bidirectional overrides that reorder what is shown, so every control and bidi-formatting character is removed
 before printing; line breaks and tabs become spaces, since each item is shown on one line. JSON output needs none
-of this: ``json.dumps`` escapes control characters itself.
+of this: ``json.dumps`` escapes control characters itself. (:func:`grace_st.terminal.printable` shows them as
+escapes instead, for ``--show-rationales`` and error lines, where a reader may need to see that they were there;
+here every item is one display line, so they are dropped and bidi overrides go too.)
 """
 
 from __future__ import annotations
