@@ -54,14 +54,14 @@ demo: setup  ## the quickstart: train GRACE on the embedded SmolLM2 with WordNet
 		"Stock markets fell sharply today after the central bank raised interest rates." \
 		"Photosynthesis turns light into chemical energy in plants."
 
-test: setup  ## run the whole test suite: tiny offline models, then the embedded backbone (marked real_backbone)
+test: setup lint  ## lint, then the whole test suite: tiny offline models, then the embedded backbone (real_backbone)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: setup  ## encode memory (1k vs 10k texts, ~2 min), then encode speed on the default backbone (~25 min on 2 cores)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encode_speed.py
 
-lint: setup  ## ruff check and format check
+lint: setup  ## ruff check and format check (ruff pinned in pyproject's test extra, so every machine lints alike)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:  ## remove the virtual environment and the demo outputs (the converted backbone stays in ~/.cache/grace)

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _EXPORTS = {
     "build_grace_model": "build",

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="GRACE embeddings: a causal LM writes a rationale about each text, then mean-pools its own "
         "hidden states over the text and the rationale into an L2-normalised vector.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"grace {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     encode = commands.add_parser(

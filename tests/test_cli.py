@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +26,20 @@ def test_help_is_complete(capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "grace_st.cli", "--help"], capture_output=True, text=True)
+    """The ``grace`` entry point pyproject declares is on the environment's path (not ``python -m``)."""
+    script = Path(sys.executable).parent / "grace"
+    assert script.exists(), f"no console script at {script}: is the package installed (pip install -e .)?"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "encode" in result.stdout and "build" in result.stdout
+
+
+def test_version_is_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"grace {version('grace-st')}"
 
 
 def test_build_then_encode_texts_and_file(tiny_backbone, tmp_path, capsys):

@@ -34,6 +34,22 @@ def test_embedded_backbone_is_converted_once_and_reused():
     assert embedded_backbone_path() == first and (first / "model.safetensors").stat().st_mtime == mtime
 
 
+def test_conversion_rerun_reproduces_the_cached_backbone(tmp_path, monkeypatch):
+    """Converting the GGUF again (into an empty cache) gives the cached folder's config, tokenizer and weights."""
+    from safetensors.torch import load_file
+
+    cached = embedded_backbone_path()
+    monkeypatch.setenv("GRACE_CACHE", str(tmp_path / "cache"))
+    fresh = embedded_backbone_path()
+    assert fresh != cached and (fresh / "grace_backbone.json").exists()
+    assert not list(fresh.parent.glob(".convert-*")), "the conversion left its temporary folder behind"
+    assert json.loads((fresh / "config.json").read_text()) == json.loads((cached / "config.json").read_text())
+    assert (fresh / "tokenizer.json").read_text() == (cached / "tokenizer.json").read_text()
+    new, old = load_file(fresh / "model.safetensors"), load_file(cached / "model.safetensors")
+    assert new.keys() == old.keys()
+    assert all(new[name].equal(old[name]) for name in new)
+
+
 def test_default_model_writes_rationales_and_deterministic_vectors(smollm_grace):
     from grace_st import encode_with_rationales
 
