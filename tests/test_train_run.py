@@ -40,7 +40,7 @@ def _rewards(folder):
     return {entry["step"]: entry["reward"] for entry in state["log_history"] if "reward" in entry}
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data_file, tmp_path, monkeypatch):
+def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data_file, tmp_path, monkeypatch, capfd):
     out = tmp_path / "out"
     scored = {"truncation_penalty": "null"}  # 8-token rationales rarely end: score them, so rewards vary
     original_step = GraceGRPOTrainer.training_step
@@ -72,6 +72,12 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_no_step(tiny_backbone, data
     )
     assert len(set(summary["reward_per_step"])) == 4, "rewards depend on what was sampled"
     assert summary["reward_per_step"] == pytest.approx(unbroken["reward_per_step"], abs=1e-6)
+
+    # the console shows a bar, not the logged dicts; those are in the log file, once per step across the resume
+    console = capfd.readouterr()
+    assert "'reward':" not in console.out + console.err and "{'loss'" not in console.out + console.err
+    logged = [json.loads(line) for line in (out / "checkpoints" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged if "reward" in entry] == [1, 2, 3, 4]
 
     # the output folder is the GRACE model, with its checkpoints, summary and card
     assert (out / "checkpoints" / "checkpoint-4").is_dir()

@@ -21,7 +21,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run training; user mistakes end with one ``grace: error:`` line and exit status 2."""
     from ..backbones import BackboneNotFoundError
+    from .console import quiet_dependency_warnings
     from .run import main as run_main
+
+    quiet_dependency_warnings()
 
     try:
         return run_main(argv)

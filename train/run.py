@@ -24,6 +24,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from ..backbones import EMBEDDED_BACKBONE_ID
 from .checkpoint_safety import check_resumable
 from .config import GraceConfig
+from .console import LOG_FILE, GraceProgress, summary_table
 from .data import load_source, prepare_dataset
 from .export import grace_model_from_policy, save_trained_model
 from .graceful_stop import GracefulStop
@@ -127,6 +128,7 @@ def _train(
     )
     if args.learning_curve:
         trainer.add_callback(LearningCurve(trainer))
+    _quiet_console(trainer, output_dir / CHECKPOINTS / LOG_FILE)
     trainer.train(resume_from_checkpoint=resume)
     if stop.requested is not None:
         print(
@@ -147,6 +149,15 @@ def _train(
             push_grace_model(output_dir, args.hub_model_id or output_dir.name, private=args.hub_private_repo)
     args.distributed_state.wait_for_everyone()
     return summary
+
+
+def _quiet_console(trainer: Any, log_path: Path) -> None:
+    """One progress bar instead of a printed dict per log (``train/console.py``); the dicts go to ``log_path``."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for printer in (ProgressCallback, PrinterCallback):
+        trainer.pop_callback(printer)
+    trainer.add_callback(GraceProgress(log_path))
 
 
 def _score(policy: Any, tokenizer: Any, args: GraceConfig, workdir: str) -> dict[str, Any]:
@@ -248,5 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     script_args, args, model_args = parse_args(argv)
     output_dir = args.output_dir
     summary = run_training(script_args, args, model_args)
-    print(f"grace: wrote the trained GRACE model to {output_dir}\n{json.dumps(summary, indent=2)}", file=sys.stderr)
+    if summary:  # the main process; the full summary is train_summary.json in the model folder
+        print(f"grace: wrote the trained GRACE model to {output_dir}\n{summary_table(summary)}", file=sys.stderr)
     return 0
