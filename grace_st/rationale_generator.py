@@ -9,13 +9,22 @@ This file is copied into every saved GRACE model folder together with the ``mode
 ``modules.json`` points at that copy (``rationale_generator.RationaleGenerator``). With
 ``trust_remote_code=True`` a saved model therefore loads in an environment that has sentence-transformers but not
 this library. The imports below try the flat copy first and fall back to the installed package.
+
+The copies use public APIs of torch, transformers and sentence-transformers only (``tests/test_remote_code.py``
+checks their imports against an allow-list), so a folder published today keeps loading on later releases. How the
+rationale is generated depends on what is installed, not on the folder: with ``grace_st`` at
+:data:`MIN_LIBRARY_VERSION` or newer, the library's single pass (one generation gives rationale and hidden states,
+with the CPU kernels; it reaches into transformers internals, which the installed library's version bounds cover);
+without it, ``generate`` and one forward (``modeling/two_pass.py``; same rationales and vectors, slower).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import warnings
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import torch
@@ -29,16 +38,46 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
     from .settings import FORMAT_VERSION, read_saved_settings
-    from .single_pass import generate_then_forward, generate_with_hidden_states
     from .spans import SPANS, pooled_span_mask, rationale_mask
+    from .two_pass import GeneratedBatch, generate_then_embed
 except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from grace_st.modeling.generation import GenerationSettings, end_token_ids
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
     from grace_st.modeling.settings import FORMAT_VERSION, read_saved_settings
-    from grace_st.modeling.single_pass import generate_then_forward, generate_with_hidden_states
     from grace_st.modeling.spans import SPANS, pooled_span_mask, rationale_mask
+    from grace_st.modeling.two_pass import GeneratedBatch, generate_then_embed
+
+MIN_LIBRARY_VERSION = "0.2.0.dev0"
+"""Oldest grace-st whose single pass this file calls (with the arguments of :func:`generate_then_embed`)."""
+
+GenerateFn = Callable[..., GeneratedBatch]
+
+
+@cache
+def library_single_pass() -> GenerateFn | None:
+    """The installed library's single pass, or None where grace_st is missing or older than the folder needs.
+
+    Resolved once per process. Without it the module generates with :func:`generate_then_embed` (public APIs only).
+    """
+    try:
+        from grace_st import __version__
+        from grace_st.modeling.single_pass import generate_with_hidden_states
+    except ImportError:
+        return None
+    from packaging.version import Version
+
+    if Version(__version__) < Version(MIN_LIBRARY_VERSION):
+        warnings.warn(
+            f"grace-st {__version__} is installed, but this GRACE module needs {MIN_LIBRARY_VERSION} or newer for the "
+            "fast single pass; it generates with plain generate() and one forward instead (same vectors, slower). "
+            "Upgrade grace-st for the fast path.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return None
+    return generate_with_hidden_states
 
 
 def check_texts(texts: list[Any]) -> None:
@@ -56,6 +95,28 @@ def check_texts(texts: list[Any]) -> None:
             )
 
 
+def _check_span(span: Any) -> None:
+    if span not in SPANS:
+        raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+
+
+_RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget")
+
+
+def _refuse_unknown_settings(kwargs: dict[str, Any]) -> None:
+    """A misspelt setting (``max_new_token=8``) is an error naming the close valid names, never silently dropped."""
+    if not kwargs:
+        return
+    valid = [*RationaleGenerator.config_keys, *_RUN_TIME_OPTIONS]
+    hints = []
+    for name in sorted(kwargs):
+        close = difflib.get_close_matches(name, valid, n=2)
+        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""))
+    raise TypeError(
+        f"RationaleGenerator got unknown settings {', '.join(hints)}. Valid settings: {sorted(set(valid))}."
+    )
+
+
 class RationaleGenerator(InputModule):
     """Writes a rationale for each text with a causal LM and exposes the hidden states to pool.
 
@@ -70,8 +131,6 @@ class RationaleGenerator(InputModule):
             reference's limit), lowered to what fits the backbone's context with the template and the rationale.
         do_sample, temperature, top_p, seed: decoding; greedy (``do_sample=False``) by default for determinism.
         model_kwargs, processor_kwargs: passed to ``from_pretrained`` of the model and tokenizer.
-        single_pass: read the pooled hidden states off the generation itself (default) rather than running
-            ``[prompt | rationale]`` through the backbone a second time. Same vectors; not saved with the model.
         token_budget: a batch is cut into length-sorted groups of at most this many KV-cache slots (rows x
             (prompt + max_new_tokens)) before generation; bounds memory. Same vectors; not saved with the model.
     """
@@ -105,16 +164,15 @@ class RationaleGenerator(InputModule):
         seed: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
-        single_pass: bool = True,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        _refuse_unknown_settings(kwargs)
         if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
             raise ValueError(f"token_budget must be a positive integer (KV-cache slots), got {token_budget!r}.")
-        self.single_pass, self.token_budget = bool(single_pass), token_budget
-        if span not in SPANS:
-            raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+        self.token_budget = token_budget
+        _check_span(span)
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ValueError(f"layer must be an integer index into the hidden states, got {layer!r}.")
         if max_input_tokens is not None and (not isinstance(max_input_tokens, int) or max_input_tokens < 1):
@@ -142,6 +200,18 @@ class RationaleGenerator(InputModule):
     temperature = property(lambda self: self.settings.temperature)
     top_p = property(lambda self: self.settings.top_p)
     seed = property(lambda self: self.settings.seed)
+
+    @property
+    def span(self) -> str:
+        """Which tokens are pooled; settable (``"input"``: the no-rationale baseline), validated like the others."""
+        return self._span
+
+    @span.setter
+    def span(self, value: str) -> None:
+        _check_span(value)
+        previous, self._span = getattr(self, "_span", None), value
+        if "_templates" in vars(self):  # after __init__: the rationale's room in the context depends on the span
+            self._recheck_context(lambda: setattr(self, "_span", previous))
 
     @property
     def max_new_tokens(self) -> int:
@@ -237,7 +307,7 @@ class RationaleGenerator(InputModule):
             completion_mask, seq_att = rationale_ids, att
             features["token_embeddings"] = select_hidden_states(self.model, ids, att, self.layer)
         else:
-            run = generate_with_hidden_states if self.single_pass else generate_then_forward
+            run = library_single_pass() or generate_then_embed
             settings, end_ids, pad, layer = self.settings, self.end_ids, self.pad_token_id, self.layer
             generated = generate_packed(
                 lambda i, a: run(self.model, i, a, settings, end_ids, pad, layer),

@@ -12,8 +12,9 @@ from .batching import DEFAULT_TOKEN_BUDGET, generate_packed, pack_by_token_budge
 from .generation import GenerationSettings, end_token_ids, generate_rationales
 from .pooling import embed_sequences, masked_mean, position_ids_from_mask, select_hidden_states
 from .prompts import DEFAULT_INSTRUCTION, PromptBatch, PromptTemplate, build_prompt_batch, template_for
-from .single_pass import GeneratedBatch, generate_then_forward, generate_with_hidden_states
+from .single_pass import generate_with_hidden_states
 from .spans import SPANS, pooled_span_mask, rationale_mask
+from .two_pass import GeneratedBatch, generate_then_embed
 
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "end_token_ids",
     "generate_packed",
     "generate_rationales",
-    "generate_then_forward",
+    "generate_then_embed",
     "generate_with_hidden_states",
     "masked_mean",
     "pack_by_token_budget",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .single_pass import GeneratedBatch
+from .two_pass import GeneratedBatch
 
 
 DEFAULT_TOKEN_BUDGET = 16384

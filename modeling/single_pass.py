@@ -30,28 +30,10 @@ from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWar
 
 from .cpu_decode_attention import cpu_decode_attention
 from .cpu_linears import onednn_linears
-from .generation import GenerationSettings, generate_rationales, seeded_sampling
-from .pooling import position_ids_from_mask, select_hidden_states
+from .generation import GenerationSettings, seeded_sampling
+from .pooling import position_ids_from_mask
 from .slot_cache import compaction_order, decode_cache
-from .spans import rationale_mask
-
-
-@dataclass
-class GeneratedBatch:
-    """Rationales and the hidden states of one layer over ``[prompt | rationale]``.
-
-    Attributes:
-        rationale_ids: ``(B, G)`` generated ids, right-padded with the pad id after each row's first end token.
-        hidden: ``(B, P + G, H)`` hidden states of the pooled layer. Positions after a row's first end token are
-            zeros (they were never computed); padding positions hold whatever the masked prefill gave them.
-        logprobs: ``(B, G)`` log-probability of each generated token under the temperature-scaled distribution it
-            was drawn from (before top-p, the distribution TRL's loss recomputes), 0 after a row's end; only when
-            asked for (training rollouts), else None.
-    """
-
-    rationale_ids: torch.Tensor
-    hidden: torch.Tensor
-    logprobs: torch.Tensor | None = None
+from .two_pass import GeneratedBatch
 
 
 class _DecoderOutputs:
@@ -319,25 +301,3 @@ def _decode(
     hidden = torch.cat([prompt_hidden, gen_hidden[:, :used]], dim=1)
     kept = None if token_logprobs is None else token_logprobs[:, :used]
     return GeneratedBatch(rationale_ids=generated[:, :used], hidden=hidden, logprobs=kept)
-
-
-@torch.no_grad()
-def generate_then_forward(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    settings: GenerationSettings,
-    end_ids: list[int],
-    pad_token_id: int,
-    layer: int = -1,
-) -> GeneratedBatch:
-    """The two-pass path, same output: ``generate``, then the backbone without its LM head over
-    ``[prompt | rationale]`` (padding after each row's first end token masked out).
-
-    Kept for backbones the single pass cannot drive and as the benchmark's reference; the vectors are the same.
-    """
-    with cpu_kernels(model, input_ids):
-        rationale_ids = generate_rationales(model, input_ids, attention_mask, settings, end_ids, pad_token_id)
-        mask = torch.cat([attention_mask, rationale_mask(rationale_ids, end_ids)], dim=1)
-        hidden = select_hidden_states(model, torch.cat([input_ids, rationale_ids], dim=1), mask, layer)
-    return GeneratedBatch(rationale_ids=rationale_ids, hidden=hidden)
