@@ -20,19 +20,18 @@ from .train.curve_plot import LEARNING_CURVE_PNG
 
 
 CHECKPOINTS = "checkpoints"  # TRL's checkpoints of `grace train`: optimizer states, never published
-# The module's code, copied into every folder by grace_st.build (the one list of those files).
+# The module's code, copied into every folder by grace_st.build (the one list of those files). Only files on public
+# APIs travel: the single pass and the CPU kernels (transformers/torch internals) stay in the installed library,
+# which the folder's module uses when it is there (tests/test_remote_code.py checks the imports).
 MODULE_CODE_FILES = (
     "rationale_generator.py",
     "batching.py",
-    "cpu_decode_attention.py",
-    "cpu_linears.py",
     "generation.py",
     "pooling.py",
     "prompts.py",
     "settings.py",
-    "single_pass.py",
-    "slot_cache.py",
     "spans.py",
+    "two_pass.py",
 )
 _ROOT_FILES = (
     # sentence-transformers and GRACE configs, the card and the training record

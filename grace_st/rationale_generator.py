@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -37,7 +38,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .generation import GenerationSettings, end_token_ids
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
-    from .settings import FORMAT_VERSION, read_saved_settings
+    from .settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
     from .spans import SPANS, pooled_span_mask, rationale_mask
     from .two_pass import GeneratedBatch, generate_then_embed
 except ImportError:  # the installed library
@@ -45,12 +46,9 @@ except ImportError:  # the installed library
     from grace_st.modeling.generation import GenerationSettings, end_token_ids
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
-    from grace_st.modeling.settings import FORMAT_VERSION, read_saved_settings
+    from grace_st.modeling.settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
     from grace_st.modeling.spans import SPANS, pooled_span_mask, rationale_mask
     from grace_st.modeling.two_pass import GeneratedBatch, generate_then_embed
-
-MIN_LIBRARY_VERSION = "0.2.0.dev0"
-"""Oldest grace-st whose single pass this file calls (with the arguments of :func:`generate_then_embed`)."""
 
 GenerateFn = Callable[..., GeneratedBatch]
 
@@ -78,6 +76,29 @@ def library_single_pass() -> GenerateFn | None:
         )
         return None
     return generate_with_hidden_states
+
+
+_two_pass_forced = False
+
+
+@contextmanager
+def two_pass_generation() -> Iterator[None]:
+    """Within the block, modules generate as a folder loaded without this library does (``generate`` + one forward).
+
+    For comparisons only (the tests hold the single pass equal to it; the speed benchmark times it); outside such a
+    block an installed library always takes the single pass.
+    """
+    global _two_pass_forced
+    previous, _two_pass_forced = _two_pass_forced, True
+    try:
+        yield
+    finally:
+        _two_pass_forced = previous
+
+
+def _generate_fn() -> GenerateFn:
+    fast = None if _two_pass_forced else library_single_pass()
+    return fast or generate_then_embed
 
 
 def check_texts(texts: list[Any]) -> None:
@@ -147,6 +168,7 @@ class RationaleGenerator(InputModule):
         "top_p",
         "seed",
         "format_version",
+        "min_library_version",
     ]
     save_in_root = True
 
@@ -181,7 +203,7 @@ class RationaleGenerator(InputModule):
             raise ValueError(f"instruction must be a non-empty string, got {instruction!r}.")
         self.settings = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
         self.instruction, self.span, self.layer, self.max_input_tokens = instruction, span, layer, max_input_tokens
-        self.format_version = FORMAT_VERSION
+        self.format_version, self.min_library_version = FORMAT_VERSION, MIN_LIBRARY_VERSION
         model_kwargs = {"dtype": torch.float32, **(model_kwargs or {})}
         self.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
@@ -307,7 +329,7 @@ class RationaleGenerator(InputModule):
             completion_mask, seq_att = rationale_ids, att
             features["token_embeddings"] = select_hidden_states(self.model, ids, att, self.layer)
         else:
-            run = library_single_pass() or generate_then_embed
+            run = _generate_fn()
             settings, end_ids, pad, layer = self.settings, self.end_ids, self.pad_token_id, self.layer
             generated = generate_packed(
                 lambda i, a: run(self.model, i, a, settings, end_ids, pad, layer),

@@ -68,10 +68,23 @@ class PromptBatch:
 
 
 def _render_chat(tokenizer: Any, instruction: str) -> str:
+    """The chat template around the placeholder, the instruction as the system message.
+
+    Templates that refuse a system role (Gemma's raise a jinja ``TemplateError`` from the template itself) get the
+    instruction at the top of the user message instead, with a warning; any other error is not ours to hide.
+    """
+    from jinja2.exceptions import TemplateError
+
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": _PLACEHOLDER}]
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # noqa: BLE001 - templates without a system role (e.g. Gemma) raise a TemplateError
+    except TemplateError as exc:
+        warnings.warn(
+            f"The chat template refused a system message ({exc}); GRACE puts the instruction at the top of the user "
+            "message instead.",
+            UserWarning,
+            stacklevel=3,
+        )
         merged = [{"role": "user", "content": f"{instruction}\n\n{_PLACEHOLDER}"}]
         return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
 

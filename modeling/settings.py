@@ -20,8 +20,11 @@ try:
 except ImportError:  # a folder's own copy, loaded without the library
     GraceUserError = ValueError  # type: ignore[misc,assignment]
 
-FORMAT_VERSION = 1
-"""Version of ``grace_config.json``; bumped when a key changes meaning."""
+FORMAT_VERSION = 2
+"""Version of ``grace_config.json``; bumped when a key is added or changes meaning. 2 added ``min_library_version``."""
+
+MIN_LIBRARY_VERSION = "0.2.0.dev0"
+"""Oldest grace-st that reads this format, and whose single pass a folder's own module may call."""
 
 SAVED_SETTINGS: dict[str, tuple[type, ...]] = {
     "instruction": (str,),
@@ -34,6 +37,7 @@ SAVED_SETTINGS: dict[str, tuple[type, ...]] = {
     "top_p": (int, float),
     "seed": (int, type(None)),
     "format_version": (int,),
+    "min_library_version": (str,),
 }
 """Every key ``grace_config.json`` may hold, with the JSON types it may have."""
 
@@ -75,4 +79,29 @@ def read_saved_settings(config: dict[str, Any], source: str) -> dict[str, Any]:
             f"{source} has format_version {version}, newer than the {FORMAT_VERSION} this code reads: the model was "
             "saved by a newer grace-st. Upgrade grace-st to load it."
         )
-    return {key: value for key, value in config.items() if key != "format_version"}
+    _check_library_version(config.get("min_library_version"), source)
+    return {key: value for key, value in config.items() if key not in ("format_version", "min_library_version")}
+
+
+def _check_library_version(needed: str | None, source: str) -> None:
+    """Refuse, naming the upgrade, when the installed grace-st is older than the folder needs.
+
+    A folder's own copy of this file, run where grace-st is not installed, has no library to compare.
+    """
+    if needed is None:
+        return
+    try:
+        from grace_st import __version__ as installed
+    except ImportError:
+        return
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        too_old = Version(installed) < Version(needed)
+    except InvalidVersion as exc:
+        raise GraceUserError(f"{source}: min_library_version={needed!r} is not a version number.") from exc
+    if too_old:
+        raise GraceUserError(
+            f"{source} needs grace-st {needed} or newer, but {installed} is installed. Upgrade: "
+            f'pip install -U "grace-st>={needed}".'
+        )

@@ -122,6 +122,8 @@ def test_plain_sentence_transformers_still_loads_with_trust_remote_code(folders)
         ({"temperature": "hot"}, r"temperature='hot' is a str, but temperature must be int or float"),
         ({"do_sample": 1}, r"do_sample=1 is a int, but do_sample must be bool"),
         ({"format_version": 99}, r"format_version 99, newer than .* Upgrade grace-st"),
+        ({"min_library_version": "99.0"}, r"needs grace-st 99.0 or newer, but .* is installed. Upgrade"),
+        ({"min_library_version": "soon"}, r"min_library_version='soon' is not a version number"),
     ],
 )
 def test_grace_config_is_read_as_saved_settings_only(folders, change, message):
@@ -147,7 +149,8 @@ def test_settings_that_are_saved_round_trip(grace_tiny, tmp_path):
 
     saved = grace_tiny[0].get_config_dict()
     assert set(saved) == set(SAVED_SETTINGS)
-    assert read_saved_settings(saved, "test") == {k: v for k, v in saved.items() if k != "format_version"}
+    recorded = ("format_version", "min_library_version")  # checked when read, not constructor arguments
+    assert read_saved_settings(saved, "test") == {k: v for k, v in saved.items() if k not in recorded}
 
 
 def test_a_backbone_with_custom_code_needs_explicit_trust(folders, tmp_path, capsys):

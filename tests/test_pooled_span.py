@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from conftest import TEXTS
 
 from grace_st.modeling.pooling import embed_sequences
+from grace_st.rationale_generator import two_pass_generation
 
 
 def _forced_generate(tokenizer, texts, rationales):
@@ -49,13 +50,14 @@ def _hand_vector(generator, text, rationale, pooled_from):
 
 
 def test_vector_is_mean_over_text_glue_and_rationale_through_first_end_token(build_tiny):
-    grace_tiny = build_tiny(single_pass=False)  # the forced rationales go through generate()
+    grace_tiny = build_tiny()
     generator = grace_tiny[0]
     end = generator.end_ids[0]
     rationales = [[40, 41, end, 42, 43], [50, 51, 52, 53, 54], [end, 60, 61]]  # end mid-way, no end, end first
     texts = ["A cat sat on the mat.", "Stock markets fell sharply today.", "where is the station?"]
     generator.model.generate = _forced_generate(generator.tokenizer, texts, rationales)
-    got = grace_tiny.encode(texts, batch_size=3, convert_to_tensor=True)
+    with two_pass_generation():  # the forced rationales go through generate()
+        got = grace_tiny.encode(texts, batch_size=3, convert_to_tensor=True)
     for text, rationale, vector in zip(texts, rationales, got, strict=True):
         expected = _hand_vector(generator, text, rationale, pooled_from="text")
         assert torch.allclose(vector, expected, atol=1e-5), (text, (vector - expected).abs().max())
@@ -63,13 +65,14 @@ def test_vector_is_mean_over_text_glue_and_rationale_through_first_end_token(bui
 
 
 def test_rationale_only_span(build_tiny):
-    model = build_tiny(span="rationale", single_pass=False)
+    model = build_tiny(span="rationale")
     generator = model[0]
     end = generator.end_ids[0]
     rationales = [[40, 41, end, 42], [50, 51, 52, 53]]
     texts = ["A cat sat on the mat.", "Stock markets fell."]
     generator.model.generate = _forced_generate(generator.tokenizer, texts, rationales)
-    got = model.encode(texts, convert_to_tensor=True)
+    with two_pass_generation():  # the forced rationales go through generate()
+        got = model.encode(texts, convert_to_tensor=True)
     for text, rationale, vector in zip(texts, rationales, got, strict=True):
         expected = _hand_vector(generator, text, rationale, pooled_from="rationale")
         assert torch.allclose(vector, expected, atol=1e-5)

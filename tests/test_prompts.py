@@ -62,3 +62,26 @@ def test_backbone_without_chat_template_uses_plain_template_with_warning(tiny_ba
     assert not template.uses_chat_template
     assert tok.decode(list(template.prefix_ids)) == "Explain the text.\n\nText:\n"
     assert tok.decode(list(template.suffix_ids)) == "\n\nAnalysis:\n"
+
+
+_NO_SYSTEM_ROLE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}<turn>{{ m['role'] }}\n{{ m['content'] }}<end>\n{% endfor %}<turn>model\n"
+)
+
+
+def test_a_template_without_a_system_role_gets_the_instruction_in_the_user_turn(tiny_backbone):
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    tok.chat_template = _NO_SYSTEM_ROLE
+    with pytest.warns(UserWarning, match="refused a system message"):
+        template = template_for(tok, "Explain it.")
+    assert tok.decode(list(template.prefix_ids)) == "<turn>user\nExplain it.\n\n"
+
+
+def test_a_broken_template_is_not_hidden_behind_the_fallback(tiny_backbone):
+    """Only the template's own refusal switches formats; any other error reaches the caller as it is."""
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    tok.chat_template = "{{ messages[0]['content'] | no_such_filter }}"
+    with pytest.raises(Exception) as info:
+        template_for(tok, "Explain it.")
+    assert "no_such_filter" in str(info.value) and "refused a system message" not in str(info.value)

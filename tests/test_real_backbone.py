@@ -81,13 +81,11 @@ def test_cli_encode_twice_gives_identical_vectors(tmp_path):
 
 
 def test_single_pass_equals_two_pass_on_the_default_backbone(smollm_grace):
-    generator = smollm_grace[0]
+    from grace_st.rationale_generator import two_pass_generation
+
     one = smollm_grace.encode(TEXTS, batch_size=2, output_value=None)
-    generator.single_pass = False
-    try:
+    with two_pass_generation():
         two = smollm_grace.encode(TEXTS, batch_size=2, output_value=None)
-    finally:
-        generator.single_pass = True
     for a, b in zip(one, two, strict=True):
         assert a["rationale_ids"].tolist() == b["rationale_ids"].tolist()
         assert float(a["sentence_embedding"] @ b["sentence_embedding"]) > 1 - 1e-5

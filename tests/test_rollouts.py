@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from grace_st import build_grace_model
 from grace_st.modeling.generation import end_token_ids, generate_rationales
 from grace_st.modeling.prompts import build_prompt_batch
+from grace_st.rationale_generator import two_pass_generation
 from grace_st.train.config import GraceConfig
 from grace_st.train.policy_embedding import PolicyEmbedder
 from grace_st.train.reward_function import GraceReward
@@ -85,11 +86,11 @@ def test_rollout_embedding_equals_the_encoders_encode(ending_backbone, tmp_path,
         str(ending_backbone), device="cpu", max_new_tokens=8, max_input_tokens=64, span=span, do_sample=True,
         temperature=0.8, top_p=0.95, seed=5,
     )  # fmt: skip
-    encoder[0].single_pass = False  # the two-pass path: generate, then a separate forward
     lengths = set()
     for seed, text in enumerate(TEXTS):  # one text per call: encode() reorders a batch by length (other draws)
         encoder[0].settings = dataclasses.replace(encoder[0].settings, seed=seed)
-        out = encoder.encode([text], output_value=None)[0]
+        with two_pass_generation():  # the two-pass path: generate, then a separate forward
+            out = encoder.encode([text], output_value=None)[0]
         torch.manual_seed(seed)
         with torch.no_grad():
             (written,) = rollouts.write(model, [Part([text], "document", rollouts.rollout_settings)], end_ids)

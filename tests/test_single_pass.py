@@ -8,6 +8,8 @@ rationales differ from text to text.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from conftest import TEXTS
@@ -15,7 +17,9 @@ from conftest import TEXTS
 from grace_st import build_grace_model
 from grace_st.modeling.batching import pack_by_token_budget
 from grace_st.modeling.generation import GenerationSettings
-from grace_st.modeling.single_pass import generate_then_forward, generate_with_hidden_states, shared_prefix_length
+from grace_st.modeling.single_pass import generate_with_hidden_states, shared_prefix_length
+from grace_st.modeling.two_pass import generate_then_embed
+from grace_st.rationale_generator import two_pass_generation
 
 
 NEIGHBOUR = "an unrelated neighbour text that is rather long indeed"
@@ -56,12 +60,9 @@ def _with_staggered_ends(model):
 
 
 def _encode_both(model, **kwargs):
-    generator = model[0]
-    generator.single_pass = True
     one = model.encode(TEXTS, output_value=None, **kwargs)
-    generator.single_pass = False
-    two = model.encode(TEXTS, output_value=None, **kwargs)
-    generator.single_pass = True
+    with two_pass_generation():
+        two = model.encode(TEXTS, output_value=None, **kwargs)
     return one, two
 
 
@@ -129,7 +130,7 @@ def test_layer_out_of_range_is_named(grace_tiny):
     features = generator.preprocess(TEXTS[:2])
     settings = GenerationSettings(max_new_tokens=2)
     args = (features["input_ids"], features["attention_mask"], settings, generator.end_ids, generator.pad_token_id)
-    for run in (generate_with_hidden_states, generate_then_forward):
+    for run in (generate_with_hidden_states, generate_then_embed):
         with pytest.raises(ValueError, match="layer=7 is out of range"):
             run(generator.model, *args, layer=7)
 
@@ -149,7 +150,11 @@ def test_token_budget_packs_longest_first_within_the_budget():
 
 @pytest.mark.parametrize("single_pass", [True, False])
 def test_token_budget_groups_do_not_change_any_vector(lively, single_pass):
-    model = lively(single_pass=single_pass)
+    with nullcontext() if single_pass else two_pass_generation():
+        _check_token_budget_groups(lively())
+
+
+def _check_token_budget_groups(model):
     unpacked = model.encode([*TEXTS, NEIGHBOUR], output_value=None)
     lengths = model[0].preprocess([*TEXTS, NEIGHBOUR])["attention_mask"].sum(1).tolist()  # 109 to 133 tokens
     model[0].token_budget = 300  # two rows of (prompt + 8 new tokens) per group
@@ -169,11 +174,16 @@ def test_bad_token_budget_is_named(build_tiny):
 
 @pytest.mark.parametrize("single_pass", [True, False])
 def test_unseeded_sampling_advances_the_stream_and_seeded_leaves_it_alone(build_tiny, single_pass):
-    unseeded = build_tiny(do_sample=True, single_pass=single_pass)
+    with nullcontext() if single_pass else two_pass_generation():
+        _check_sampling_streams(build_tiny)
+
+
+def _check_sampling_streams(build_tiny):
+    unseeded = build_tiny(do_sample=True)
     first, second = (unseeded.encode(TEXTS, output_value=None) for _ in range(2))
     assert any(not torch.equal(a["rationale_ids"], b["rationale_ids"]) for a, b in zip(first, second, strict=True))
 
-    seeded = build_tiny(do_sample=True, seed=3, single_pass=single_pass)
+    seeded = build_tiny(do_sample=True, seed=3)
     state = torch.random.get_rng_state()
     first, second = (seeded.encode(TEXTS, output_value=None) for _ in range(2))
     assert all(torch.equal(a["rationale_ids"], b["rationale_ids"]) for a, b in zip(first, second, strict=True))
