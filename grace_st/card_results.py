@@ -15,6 +15,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard
 
 from .atomic import atomic_file
+from .errors import GraceFileNotFoundError
 
 
 def eval_results_from_mteb(task_results: list[Any], tasks: dict[str, Any]) -> list[EvalResult]:
@@ -49,7 +50,9 @@ def update_card(folder: str | os.PathLike, results: list[EvalResult], model_name
     """Merge ``results`` into ``folder/README.md``'s ``model-index``; returns the card path."""
     path = Path(folder) / "README.md"
     if not path.is_file():
-        raise FileNotFoundError(f"'{folder}' has no README.md model card to update. Save the model with grace first.")
+        raise GraceFileNotFoundError(
+            f"'{folder}' has no README.md model card to update. Save the model with grace first."
+        )
     card = ModelCard.load(path)
     new_keys = {(r.dataset_name, r.dataset_split, r.metric_type) for r in results}
     kept = [

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import GraceUserError
 from .train import cli as train_cli
 
 
@@ -149,10 +150,10 @@ def run_encode(args: argparse.Namespace) -> None:
     texts = iter(args.text) if args.text is not None else iter_texts(args.file)
     first = next(texts, _NO_TEXT)  # an empty or missing file fails before the model is loaded
     if first is _NO_TEXT:
-        raise ValueError(f"No texts to encode in '{args.file}'.")
+        raise GraceUserError(f"No texts to encode in '{args.file}'.")
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
+            raise GraceUserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
     model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     if args.max_new_tokens is not None:
         model[0].max_new_tokens = args.max_new_tokens
@@ -194,18 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # keep the terminal for GRACE's own messages
-    from .backbones import BackboneNotFoundError
-    from .push import PushError
-    from .terminal import printable
+    from .errors import report_errors
 
-    try:
-        runners = {"encode": run_encode, "build": run_build}
-        runners.update({name: entry[1] for name, entry in _extra_commands().items()})
-        runners[args.command](args)
-    except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError, PushError) as exc:
-        print(f"grace: error: {printable(exc)}", file=sys.stderr)
-        return 2
-    return 0
+    runners = {"encode": run_encode, "build": run_build}
+    runners.update({name: entry[1] for name, entry in _extra_commands().items()})
+    return report_errors(lambda: runners[args.command](args))
 
 
 if __name__ == "__main__":

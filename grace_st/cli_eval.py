@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import GraceUserError
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
@@ -78,7 +80,7 @@ def resolve_tasks(
         except (KeyError, ValueError) as exc:
             known = [b.name for b in mteb.get_benchmarks()]
             close = difflib.get_close_matches(benchmark, known, n=3, cutoff=0.4)
-            raise ValueError(f"Unknown benchmark {benchmark!r}. Did you mean {close}?") from exc
+            raise GraceUserError(f"Unknown benchmark {benchmark!r}. Did you mean {close}?") from exc
     tasks = []
     for name in names or []:
         if name in SUITE_TASKS:
@@ -96,7 +98,7 @@ def resolve_tasks(
                 + [task.metadata.name for task in mteb.get_tasks(exclude_superseded=False)]
             )
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            raise ValueError(
+            raise GraceUserError(
                 f"Unknown task {name!r}. Did you mean {close}? Offline tasks: {sorted(OFFLINE_TASKS)} and "
                 f"{sorted(SUITE_TASKS)} (or --benchmark {BENCHMARK})."
             ) from exc
@@ -120,7 +122,7 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> None:
     if args.max_queries is not None and args.max_queries < 1:
-        raise ValueError(f"--max-queries must be a positive integer, got {args.max_queries}.")
+        raise GraceUserError(f"--max-queries must be a positive integer, got {args.max_queries}.")
     tasks = resolve_tasks(args.tasks, args.benchmark, args.split, args.max_queries)
     encoder = _encoder(args, args.model)
     result = _evaluate(encoder, tasks, args)
@@ -165,7 +167,7 @@ def _evaluate(encoder: Any, tasks: list[Any], args: argparse.Namespace) -> Any:
             show_progress_bar=False,
         )
     except (OSError, ConnectionError) as exc:
-        raise ValueError(
+        raise GraceUserError(
             f"A task's data could not be loaded ({type(exc).__name__}: {exc}). mteb downloads task data from the "
             "Hub; offline, use --benchmark grace-heldout or the offline tasks: GraceWordNetDefinitionRetrieval "
             "GraceWordNetSensePairClassification GraceWordNetLexnameClustering."
@@ -218,6 +220,6 @@ def _update_card(args: argparse.Namespace, result: Any, tasks: list[Any]) -> Non
     from .card_results import eval_results_from_mteb, update_card
 
     if args.model is None or not Path(args.model).is_dir():
-        raise ValueError("--update-card needs MODEL to be a local GRACE folder (its README.md is rewritten).")
+        raise GraceUserError("--update-card needs MODEL to be a local GRACE folder (its README.md is rewritten).")
     path = update_card(args.model, eval_results_from_mteb(result.task_results, tasks_by_name(tasks)))
     print(f"grace: wrote {len(tasks)} task scores into {path} (model-index)", file=sys.stderr)

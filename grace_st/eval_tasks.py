@@ -25,6 +25,8 @@ from mteb.abstasks.pair_classification import AbsTaskPairClassification
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
+from .errors import GraceUserError
+
 
 _WORDNET = dict(
     reference="https://wordnet.princeton.edu/",
@@ -64,7 +66,7 @@ class WordNetDefinitionRetrieval(AbsTaskRetrieval):
 
     def __init__(self, n_queries: int = 48, **kwargs: Any) -> None:
         if not isinstance(n_queries, int) or n_queries < 1:
-            raise ValueError(f"n_queries must be a positive integer, got {n_queries!r}.")
+            raise GraceUserError(f"n_queries must be a positive integer, got {n_queries!r}.")
         self.n_queries = n_queries
         super().__init__(**kwargs)
 
@@ -90,7 +92,7 @@ class WordNetDefinitionRetrieval(AbsTaskRetrieval):
 
 def _positive_int(name: str, value: Any) -> int:
     if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        raise GraceUserError(f"{name} must be a positive integer, got {value!r}.")
     return value
 
 

@@ -22,6 +22,7 @@ from mteb.models.sentence_transformer_wrapper import _resolve_prompt
 from mteb.types import PromptType
 from sentence_transformers import SentenceTransformer
 
+from .errors import GraceUserError
 from .rationale_cache import EncodingCache, entry_key, model_fingerprint
 
 
@@ -60,7 +61,7 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
 
             model = load_grace_model(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
         if not is_grace_model(model):
-            raise ValueError(
+            raise GraceUserError(
                 f"{type(model[0]).__name__ if len(model) else 'An empty model'} is not a GRACE model (its first "
                 "module is not a RationaleGenerator). Pass a folder written by `grace build` / `grace train`, or "
                 "evaluate plain sentence-transformers models with mteb.get_model directly."

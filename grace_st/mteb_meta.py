@@ -24,6 +24,7 @@ from mteb.models import ModelMeta
 from mteb.models.model_implementations import MODEL_REGISTRY
 from mteb.models.model_meta import ScoringFunction
 
+from .errors import GraceUserError
 from .mteb_encoder import GraceEncoder
 
 
@@ -76,7 +77,7 @@ def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revisio
     path = Path(folder).expanduser().resolve()
     modules = path / "modules.json"
     if not modules.is_file() or "RationaleGenerator" not in modules.read_text(encoding="utf-8"):
-        raise ValueError(
+        raise GraceUserError(
             f"'{path}' is not a GRACE model folder (no modules.json with a RationaleGenerator). Pass a folder written "
             "by `grace build` or `grace train`."
         )

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .errors import GraceUserError
+
 
 def paired_bootstrap(
     a: Sequence[float] | np.ndarray,
@@ -30,14 +32,14 @@ def paired_bootstrap(
     """
     first, second = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if first.shape != second.shape or first.ndim != 1 or first.size == 0:
-        raise ValueError(
+        raise GraceUserError(
             f"paired_bootstrap needs two equally long, non-empty 1-D score lists; got shapes {first.shape} and "
             f"{second.shape}. Score both models on the same queries."
         )
     if not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}.")
+        raise GraceUserError(f"n_resamples must be a positive integer, got {n_resamples!r}.")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}.")
+        raise GraceUserError(f"confidence must be between 0 and 1, got {confidence!r}.")
     diff = first - second
     rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)
@@ -54,7 +56,7 @@ def paired_scores(model: Mapping[str, float], baseline: Mapping[str, float]) -> 
     """The two models' per-query scores as aligned lists (sorted by query id); both must cover the same queries."""
     if set(model) != set(baseline):
         only = sorted(set(model) ^ set(baseline))[:5]
-        raise ValueError(
+        raise GraceUserError(
             f"The two runs scored different queries (e.g. {only}); evaluate both on the same task, split and "
             "max_queries."
         )

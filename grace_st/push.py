@@ -17,7 +17,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from .errors import GraceUserError
+from .errors import GraceFileNotFoundError, GraceUserError
 from .published_files import local_paths_in, publishable_files
 
 
@@ -25,7 +25,7 @@ CARD_PLACEHOLDER = "path/to/this-model"
 logger = logging.getLogger(__name__)
 
 
-class PushError(RuntimeError):
+class PushError(GraceUserError, RuntimeError):
     """The upload failed; the message says the local folder is intact and how to retry."""
 
 
@@ -33,15 +33,17 @@ def check_grace_folder(folder: str | os.PathLike) -> Path:
     """``folder`` as a Path if it is a saved GRACE model, else a ``ValueError`` naming what is missing."""
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"No such folder: '{path}'. Pass the output folder of `grace train` or `grace build`.")
+        raise GraceFileNotFoundError(
+            f"No such folder: '{path}'. Pass the output folder of `grace train` or `grace build`."
+        )
     modules = path / "modules.json"
     if not modules.is_file():
-        raise ValueError(f"'{path}' is not a sentence-transformers model folder (no modules.json).")
+        raise GraceUserError(f"'{path}' is not a sentence-transformers model folder (no modules.json).")
     entries = json.loads(modules.read_text(encoding="utf-8"))
     if not any(str(entry.get("type", "")).endswith("RationaleGenerator") for entry in entries):
-        raise ValueError(f"'{path}' is a sentence-transformers model but not a GRACE one (no RationaleGenerator).")
+        raise GraceUserError(f"'{path}' is a sentence-transformers model but not a GRACE one (no RationaleGenerator).")
     if not (path / "README.md").is_file():
-        raise ValueError(f"'{path}' has no README.md model card. Re-save it with grace_st.save_grace_model.")
+        raise GraceUserError(f"'{path}' has no README.md model card. Re-save it with grace_st.save_grace_model.")
     return path
 
 
@@ -82,7 +84,7 @@ def push_grace_model(
     """Create ``repo_id`` if needed and upload ``folder`` in one commit; returns the commit URL."""
     path = check_grace_folder(folder)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"repo_id={repo_id!r} must look like 'org-or-user/model-name'.")
+        raise GraceUserError(f"repo_id={repo_id!r} must look like 'org-or-user/model-name'.")
     operations = _operations(path, repo_id)  # refusals (symlinks, local paths) before anything is sent
     api = HfApi(token=token)
     try:

@@ -53,6 +53,12 @@ except ImportError:  # the installed library
 GenerateFn = Callable[..., GeneratedBatch]
 
 
+try:
+    from grace_st.errors import GraceUserError, GraceUserTypeError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError, GraceUserTypeError = ValueError, TypeError  # type: ignore[misc,assignment]
+
+
 @cache
 def library_single_pass() -> GenerateFn | None:
     """The installed library's single pass, or None where grace_st is missing or older than the folder needs.
@@ -105,12 +111,12 @@ def check_texts(texts: list[Any]) -> None:
     """Reject inputs GRACE cannot embed, naming the value and the fix."""
     for text in texts:
         if not isinstance(text, str):
-            raise TypeError(
+            raise GraceUserTypeError(
                 f"GRACE encodes strings, but got {type(text).__name__} {text!r}. Convert it with str() or drop it "
                 "before encoding."
             )
         if not text.strip():
-            raise ValueError(
+            raise GraceUserError(
                 f"GRACE cannot embed an empty or whitespace-only text ({text!r}): there is nothing to write a "
                 "rationale about. Remove it or replace it with real text before encoding."
             )
@@ -118,7 +124,7 @@ def check_texts(texts: list[Any]) -> None:
 
 def _check_span(span: Any) -> None:
     if span not in SPANS:
-        raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+        raise GraceUserError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
 
 
 _RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget")
@@ -133,7 +139,7 @@ def _refuse_unknown_settings(kwargs: dict[str, Any]) -> None:
     for name in sorted(kwargs):
         close = difflib.get_close_matches(name, valid, n=2)
         hints.append(f"{name!r}" + (f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""))
-    raise TypeError(
+    raise GraceUserTypeError(
         f"RationaleGenerator got unknown settings {', '.join(hints)}. Valid settings: {sorted(set(valid))}."
     )
 
@@ -192,15 +198,15 @@ class RationaleGenerator(InputModule):
         super().__init__()
         _refuse_unknown_settings(kwargs)
         if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
-            raise ValueError(f"token_budget must be a positive integer (KV-cache slots), got {token_budget!r}.")
+            raise GraceUserError(f"token_budget must be a positive integer (KV-cache slots), got {token_budget!r}.")
         self.token_budget = token_budget
         _check_span(span)
         if not isinstance(layer, int) or isinstance(layer, bool):
-            raise ValueError(f"layer must be an integer index into the hidden states, got {layer!r}.")
+            raise GraceUserError(f"layer must be an integer index into the hidden states, got {layer!r}.")
         if max_input_tokens is not None and (not isinstance(max_input_tokens, int) or max_input_tokens < 1):
-            raise ValueError(f"max_input_tokens must be a positive integer, got {max_input_tokens!r}.")
+            raise GraceUserError(f"max_input_tokens must be a positive integer, got {max_input_tokens!r}.")
         if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}.")
+            raise GraceUserError(f"instruction must be a non-empty string, got {instruction!r}.")
         self.settings = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
         self.instruction, self.span, self.layer, self.max_input_tokens = instruction, span, layer, max_input_tokens
         self.format_version, self.min_library_version = FORMAT_VERSION, MIN_LIBRARY_VERSION
@@ -254,7 +260,7 @@ class RationaleGenerator(InputModule):
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}.")
+            raise GraceUserError(f"max_seq_length must be a positive integer, got {value!r}.")
         previous, self.max_input_tokens = self.max_input_tokens, value
         self._recheck_context(lambda: setattr(self, "max_input_tokens", previous))
 
@@ -290,7 +296,7 @@ class RationaleGenerator(InputModule):
         if room is not None and self.max_input_tokens > room:
             context = self.model.config.max_position_embeddings
             needed = context - room + self.max_input_tokens
-            raise ValueError(
+            raise GraceUserError(
                 f"max_input_tokens ({self.max_input_tokens}) + prompt template ({len(template.prefix_ids)} + "
                 f"{len(template.suffix_ids)}) + max_new_tokens ({self.max_new_tokens}) = {needed} tokens exceeds the "
                 f"backbone's context of {context} tokens. Lower max_input_tokens or max_new_tokens."

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from .errors import GraceUserTypeError
+
 
 @dataclass
 class GraceEncoding:
@@ -44,7 +46,7 @@ def encode_with_rationales(
     """
     generator = model[0]
     if not hasattr(generator, "decode_rationale"):
-        raise TypeError(
+        raise GraceUserTypeError(
             f"encode_with_rationales needs a GRACE model (first module RationaleGenerator), got a model whose first "
             f"module is {type(generator).__name__}. Build one with grace_st.build_grace_model or `grace build`."
         )

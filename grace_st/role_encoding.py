@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from sentence_transformers import SentenceTransformer
 
+from .errors import GraceUserError
+
 
 Role = Literal["query", "document"]
 ROLES: tuple[str, ...] = ("query", "document")
@@ -44,7 +46,7 @@ def encode_role(
     ``encode_query``/``encode_document`` return for the text.
     """
     if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}.")
+        raise GraceUserError(f"role must be one of {ROLES}, got {role!r}.")
     encode = model.encode_query if role == "query" else model.encode_document
     return encode(texts, batch_size=batch_size, output_value=None, show_progress_bar=False)
 

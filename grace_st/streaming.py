@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from sentence_transformers import SentenceTransformer
 
 from .atomic import atomic_file
-from .errors import GraceUserError
+from .errors import GraceFileNotFoundError, GraceUserError
 from .rationales import GraceEncoding, encode_with_rationales
 
 
@@ -33,7 +33,7 @@ def iter_texts(path: Path) -> Iterator[str]:
     file is reported on stderr at the end.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"No such file: '{path}'. Pass an existing .txt or .jsonl file to --file.")
+        raise GraceFileNotFoundError(f"No such file: '{path}'. Pass an existing .txt or .jsonl file to --file.")
     blank = 0
     with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported with its line
         for number, raw in enumerate(handle, 1):
@@ -60,9 +60,9 @@ def _jsonl_text(path: Path, number: int, line: str) -> Any:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg}). Fix or remove that line.") from exc
+        raise GraceUserError(f"{path}:{number} is not valid JSON ({exc.msg}). Fix or remove that line.") from exc
     if not isinstance(record, dict) or "text" not in record:
-        raise ValueError(f"{path}:{number} has no 'text' field. Each JSON line needs {{\"text\": ...}}.")
+        raise GraceUserError(f"{path}:{number} has no 'text' field. Each JSON line needs {{\"text\": ...}}.")
     if not isinstance(record["text"], str):
         raise GraceUserError(
             f"{path}:{number} has 'text': {json.dumps(record['text'])}, not a string. Each JSON line needs "
@@ -81,7 +81,7 @@ def encode_stream(
 ) -> Iterator[list[GraceEncoding]]:
     """Yield the encodings of ``texts`` chunk by chunk, in input order; only one chunk is in memory at a time."""
     if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+        raise GraceUserError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
     iterator = iter(texts)
     while chunk := list(islice(iterator, chunk_size)):
         yield encode_with_rationales(model, chunk, prompt_name=prompt_name, batch_size=batch_size)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
+from .errors import GraceUserError
 
 
 FORMAT_VERSION = "v1"
@@ -68,7 +69,7 @@ def _data_version(domain: str) -> str:
         from .suite_pydoc import python_version
 
         return f"{FORMAT_VERSION}-py{python_version()}"
-    raise ValueError(f"Unknown cached domain {domain!r}; use 'manpages' or 'pydoc' (WordNet is read directly).")
+    raise GraceUserError(f"Unknown cached domain {domain!r}; use 'manpages' or 'pydoc' (WordNet is read directly).")
 
 
 def cache_path(domain: str) -> Path:
@@ -125,9 +126,9 @@ def _wordnet_rows(split: str) -> list[dict[str, Any]]:
 def domain_rows(domain: str, split: str) -> list[dict[str, Any]]:
     """Every row of one domain's split, in the domain's fixed order (the train part is not shuffled here)."""
     if domain not in DOMAINS:
-        raise ValueError(f"Unknown suite domain {domain!r}; use one of {DOMAINS}.")
+        raise GraceUserError(f"Unknown suite domain {domain!r}; use one of {DOMAINS}.")
     if split not in SPLITS:
-        raise ValueError(f"Unknown suite split {split!r}; use one of {SPLITS}.")
+        raise GraceUserError(f"Unknown suite split {split!r}; use one of {SPLITS}.")
     if domain == "wordnet":
         return _wordnet_rows(split)
     return [{**row, "split": split} for row in _cached_rows(domain) if split_of(domain, row["item"]) == split]
@@ -140,12 +141,12 @@ def eval_rows(domain: str, split: str, max_queries: int | None = None) -> list[d
     capped run's queries are a subset of the full run's.
     """
     if split not in EVAL_SPLITS:
-        raise ValueError(
+        raise GraceUserError(
             f"Evaluation split must be one of {EVAL_SPLITS}, got {split!r} (train rows are for training)."
         )
     cap = EVAL_QUERIES[split] if max_queries is None else max_queries
     if not isinstance(cap, int) or cap < 1:
-        raise ValueError(f"max_queries must be a positive integer or None, got {max_queries!r}.")
+        raise GraceUserError(f"max_queries must be a positive integer or None, got {max_queries!r}.")
     rows = sorted(domain_rows(domain, split), key=lambda row: _bucket(f"order:{row['query']}"))
     return rows[:cap]
 

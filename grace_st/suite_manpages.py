@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import GraceFileNotFoundError
+
 
 DEFAULT_MAN_DIR = Path("/usr/share/man")
 SECTIONS = ("2", "3")
@@ -35,7 +37,7 @@ _ESCAPE = re.compile(r"\\(\(..|\[[^\]]*\]|\*\(..|\*\[[^\]]*\]|\*.|f\(..|f\[[^\]]
 _WORDS = re.compile(r"\s+")
 
 
-class ManPagesNotFoundError(FileNotFoundError):
+class ManPagesNotFoundError(GraceFileNotFoundError):
     """The Linux man-pages sections 2/3 are missing; the message says how to install them."""
 
 

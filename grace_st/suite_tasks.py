@@ -18,6 +18,7 @@ from mteb import TaskMetadata
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
+from .errors import GraceUserError
 from .suite import EVAL_SPLITS, FORMAT_VERSION, eval_rows
 
 
@@ -49,9 +50,9 @@ class SuiteRetrieval(AbsTaskRetrieval):
 
     def __init__(self, split: str = "test", max_queries: int | None = None, **kwargs: Any) -> None:
         if split not in EVAL_SPLITS:
-            raise ValueError(f"split={split!r} is not an evaluation split; use one of {EVAL_SPLITS}.")
+            raise GraceUserError(f"split={split!r} is not an evaluation split; use one of {EVAL_SPLITS}.")
         if max_queries is not None and (not isinstance(max_queries, int) or max_queries < 1):
-            raise ValueError(f"max_queries must be a positive integer or None, got {max_queries!r}.")
+            raise GraceUserError(f"max_queries must be a positive integer or None, got {max_queries!r}.")
         super().__init__(**kwargs)
         self.split = split
         self.max_queries = max_queries

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import GraceFileNotFoundError, GraceUserError
+
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 SPLITS = ("train", "heldout")
@@ -37,7 +39,7 @@ LEXNAMES = (
 _QUOTED = re.compile(r'"([^"]+)"')
 
 
-class WordNetNotFoundError(FileNotFoundError):
+class WordNetNotFoundError(GraceFileNotFoundError):
     """WordNet's data files are missing; the message says how to install them."""
 
 
@@ -169,7 +171,7 @@ def wordnet_triples(
     ``split`` is ``train`` or ``heldout``, or one of the suite's halves of ``heldout``: ``validation``, ``test``.
     """
     if split not in SPLITS + HELDOUT_PARTS:
-        raise ValueError(f"Unknown WordNet split {split!r}; use one of {SPLITS + HELDOUT_PARTS}.")
+        raise GraceUserError(f"Unknown WordNet split {split!r}; use one of {SPLITS + HELDOUT_PARTS}.")
     triples = build_triples(load_synsets(path), heldout_fraction, seed)
     if split in HELDOUT_PARTS:
         rows = [row for row in triples["heldout"] if suite_split_of(row["word"], heldout_fraction) == split]

@@ -17,6 +17,12 @@ import torch
 from .two_pass import GeneratedBatch
 
 
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
+
+
 DEFAULT_TOKEN_BUDGET = 16384
 """KV-cache slots (rows x (prompt width + max_new_tokens)) one generation group may use."""
 
@@ -31,7 +37,7 @@ def pack_by_token_budget(lengths: Sequence[int], max_new_tokens: int, token_budg
     [[1, 3], [2, 0]]
     """
     if not isinstance(token_budget, int) or token_budget < 1:
-        raise ValueError(f"token_budget must be a positive integer, got {token_budget!r}.")
+        raise GraceUserError(f"token_budget must be a positive integer, got {token_budget!r}.")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     groups: list[list[int]] = []
     for index in order:

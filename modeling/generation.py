@@ -16,6 +16,12 @@ import torch
 from transformers import GenerationConfig
 
 
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How rationales are decoded.
@@ -38,13 +44,15 @@ class GenerationSettings:
         for name in ("temperature", "top_p"):  # a string here would otherwise fail as "'>' not supported"
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r} (e.g. {name}=0.7).")
+                raise GraceUserError(f"{name} must be a number, got {value!r} (e.g. {name}=0.7).")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+            raise GraceUserError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
         if self.do_sample and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature!r}; use do_sample=False.")
+            raise GraceUserError(
+                f"temperature must be > 0 when sampling, got {self.temperature!r}; use do_sample=False."
+            )
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+            raise GraceUserError(f"top_p must be in (0, 1], got {self.top_p!r}.")
 
 
 def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -58,7 +66,7 @@ def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     if not ids:
-        raise ValueError(
+        raise GraceUserError(
             "This backbone defines no end-of-sequence token (neither its generation config nor its tokenizer), so "
             "a rationale could never end. Set tokenizer.eos_token or generation_config.eos_token_id."
         )

@@ -13,6 +13,12 @@ import torch
 import torch.nn.functional as F
 
 
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding, as ``generate`` uses them, so a padded row sees the positions it would
     see alone.
@@ -44,7 +50,7 @@ def select_hidden_states(
         return decoder(**kwargs, use_cache=False).last_hidden_state
     hidden = decoder(**kwargs, use_cache=False, output_hidden_states=True).hidden_states
     if not -len(hidden) <= layer < len(hidden):
-        raise ValueError(f"layer={layer} is out of range for a backbone with {len(hidden)} hidden-state layers.")
+        raise GraceUserError(f"layer={layer} is out of range for a backbone with {len(hidden)} hidden-state layers.")
     return hidden[layer]
 
 

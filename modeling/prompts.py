@@ -22,6 +22,12 @@ from typing import Any
 import torch
 
 
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
+
+
 DEFAULT_INSTRUCTION = (
     "Read and analyze the following text, then you need to provide your reasoning within <think></think> tags. "
     "Finally, generate a comprehensive understanding of this text."
@@ -107,7 +113,7 @@ def template_for(tokenizer: Any, instruction: str) -> PromptTemplate:
         )
         rendered, uses_chat = PLAIN_TEMPLATE.format(instruction=instruction, text=_PLACEHOLDER), False
     if rendered.count(_PLACEHOLDER) != 1:
-        raise ValueError(
+        raise GraceUserError(
             "The chat template of this tokenizer does not render the user message verbatim exactly once, so GRACE "
             "cannot find where the text starts. Use a tokenizer whose template includes the user content as is."
         )

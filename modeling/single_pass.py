@@ -36,6 +36,12 @@ from .slot_cache import compaction_order, decode_cache
 from .two_pass import GeneratedBatch
 
 
+try:
+    from grace_st.errors import GraceUserError, GraceUserTypeError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError, GraceUserTypeError = ValueError, TypeError  # type: ignore[misc,assignment]
+
+
 class _DecoderOutputs:
     """Captures the decoder's own output during a causal-LM forward.
 
@@ -47,7 +53,7 @@ class _DecoderOutputs:
     def __init__(self, model: Any) -> None:
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
         if not isinstance(decoder, torch.nn.Module) or decoder is model:
-            raise TypeError(
+            raise GraceUserTypeError(
                 f"Single-pass encoding needs a causal LM with a separate decoder (get_decoder()), got "
                 f"{type(model).__name__}. Set single_pass=False on the RationaleGenerator to use the two-pass path."
             )
@@ -69,7 +75,9 @@ class _DecoderOutputs:
             return self.output.last_hidden_state
         states = self.output.hidden_states
         if not -len(states) <= layer < len(states):
-            raise ValueError(f"layer={layer} is out of range for a backbone with {len(states)} hidden-state layers.")
+            raise GraceUserError(
+                f"layer={layer} is out of range for a backbone with {len(states)} hidden-state layers."
+            )
         return states[layer]
 
 

@@ -21,6 +21,12 @@ Span = Literal["input_and_rationale", "rationale", "input"]
 SPANS: tuple[str, ...] = ("input_and_rationale", "rationale", "input")
 
 
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
+
+
 def rationale_mask(rationale_ids: torch.Tensor, end_ids: Sequence[int]) -> torch.Tensor:
     """``(B, G)`` mask that is 1 up to and including each row's first end token, 0 after it.
 
@@ -50,4 +56,4 @@ def pooled_span_mask(prompt_span_mask: torch.Tensor, completion_mask: torch.Tens
         return torch.cat([prompt_span_mask, completion_mask], dim=1)
     if span == "rationale":
         return torch.cat([torch.zeros_like(prompt_span_mask), completion_mask], dim=1)
-    raise ValueError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+    raise GraceUserError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")

@@ -185,3 +185,44 @@ def test_a_killed_builds_leftover_is_removed_by_the_next_build(tiny_backbone, tm
     (leftover / "model.safetensors").write_bytes(b"0" * 4096)
     assert main(["build", str(tmp_path / "model"), "--backbone", str(tiny_backbone), "--max-new-tokens", "2"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_internal_error_is_reported_as_a_bug_with_its_traceback(monkeypatch, capsys):
+    """A ValueError from inside the library is not a user's mistake: full traceback, the bug line, exit 1."""
+    import grace_st.cli
+
+    def broken(args):
+        raise ValueError("row groups cover 3 rows; the batch has 4")  # an invariant of ours, broken
+
+    monkeypatch.setattr(grace_st.cli, "run_encode", broken)
+    assert main(["encode", "--text", "a cat"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: row groups cover 3 rows" in err
+    assert "this is a bug in grace-st" in err and "grace: error:" not in err
+
+
+def test_a_user_mistake_is_one_line_and_exit_2(capsys):
+    assert main(["encode", "--text", "a cat", "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grace: error:") and "--batch-size must be a positive integer" in err
+    assert "Traceback" not in err
+
+
+def test_training_bugs_and_mistakes_are_told_apart(monkeypatch, capsys, tmp_path):
+    from grace_st.train import cli as train_cli
+    from grace_st.train import run as run_module
+
+    # TRL's own check of the settings (rows per step not a multiple of the rollouts) is the user's to fix
+    argv = ["--output_dir", str(tmp_path / "o"), "--dataset_name", "grace:wordnet"]
+    argv += ["--per_device_train_batch_size", "3", "--num_generations", "2"]
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grace: error: Invalid training settings") and "Traceback" not in err
+
+    def broken(argv=None):
+        raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+
+    monkeypatch.setattr(run_module, "main", broken)
+    assert train_cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "this is a bug in grace-st" in err

@@ -7,7 +7,6 @@ hands its arguments over untouched; ``grace train --help`` lists every field.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -19,15 +18,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run training; user mistakes end with one ``grace: error:`` line and exit status 2."""
-    from ..backbones import BackboneNotFoundError
+    """Run training; user mistakes end with one ``grace: error:`` line and exit status 2, bugs with a traceback."""
+    from ..errors import report_errors
     from .console import quiet_dependency_warnings
     from .run import main as run_main
 
     quiet_dependency_warnings()
-
-    try:
-        return run_main(argv)
-    except (BackboneNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
-        print(f"grace: error: {exc}", file=sys.stderr)
-        return 2
+    return report_errors(lambda: run_main(argv))

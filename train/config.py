@@ -151,11 +151,13 @@ class GraceConfig(GRPOConfig):
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; use one of {allowed}.")
+                raise GraceUserError(f"{name}={getattr(self, name)!r} is not valid; use one of {allowed}.")
         if isinstance(self.heldout_eval, str) and self.heldout_eval.lower() in ("", "none", "null"):
             self.heldout_eval = None  # as typed on a command line
         if self.heldout_eval is not None and self.heldout_eval not in HELDOUT_EVALS:
-            raise ValueError(f"heldout_eval={self.heldout_eval!r} is not valid; use one of {HELDOUT_EVALS} or null.")
+            raise GraceUserError(
+                f"heldout_eval={self.heldout_eval!r} is not valid; use one of {HELDOUT_EVALS} or null."
+            )
         if isinstance(self.truncation_penalty, str) and self.truncation_penalty.lower() in ("none", "null"):
             self.truncation_penalty = None
         self._validate_loss_weights()
@@ -164,28 +166,32 @@ class GraceConfig(GRPOConfig):
             if (value is not None or name != "truncation_penalty") and not (
                 isinstance(value, (int, float)) and math.isfinite(value)
             ):
-                raise ValueError(f"{name}={value!r} must be a finite number.")
+                raise GraceUserError(f"{name}={value!r} must be a finite number.")
         lr = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
             raise GraceUserError(f"learning_rate={lr!r} must be a finite number >= 0 (e.g. 1e-6 for full fine-tunes).")
         for name in ("reward_temperature", "anchor_temperature"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0 (e.g. 0.1 for tau, 0.5 for anchors).")
+                raise GraceUserError(
+                    f"{name}={getattr(self, name)!r} must be > 0 (e.g. 0.1 for tau, 0.5 for anchors)."
+                )
         if self.pooled_span == "input":
-            raise ValueError(
+            raise GraceUserError(
                 "pooled_span='input' pools no rationale, so the policy's rationales could not change the reward. "
                 "Use 'input_and_rationale' (the reference) or 'rationale'."
             )
         for name in ("max_input_tokens", "heldout_eval_queries"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer.")
+                raise GraceUserError(f"{name}={getattr(self, name)!r} must be a positive integer.")
         if not isinstance(self.max_completion_length, int) or self.max_completion_length < 1:
-            raise ValueError(
+            raise GraceUserError(
                 f"max_completion_length={self.max_completion_length!r} must be a positive integer (the rationale "
                 "length cap; the reference uses 2048, a CPU smoke run 32-64)."
             )
         if not isinstance(self.instruction, str) or not self.instruction.strip():
-            raise ValueError("instruction must be a non-empty system prompt (default: the GRACE reference prompt).")
+            raise GraceUserError(
+                "instruction must be a non-empty system prompt (default: the GRACE reference prompt)."
+            )
         self._validate_suite_fields()
         self._validate_learning_curve_fields()
 
@@ -197,60 +203,62 @@ class GraceConfig(GRPOConfig):
         if self.heldout_eval_max_queries is not None and (
             not isinstance(self.heldout_eval_max_queries, int) or self.heldout_eval_max_queries < 1
         ):
-            raise ValueError(
+            raise GraceUserError(
                 f"heldout_eval_max_queries={self.heldout_eval_max_queries!r} must be a positive integer or null "
                 "(null: the suite's default sizes)."
             )
         for name in ("heldout_eval_batch_size", "heldout_eval_resamples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer.")
+                raise GraceUserError(f"{name}={getattr(self, name)!r} must be a positive integer.")
 
     def _validate_learning_curve_fields(self) -> None:
         """The learning-curve block's fields (the interval is TRL's own ``eval_steps``)."""
         cap = self.learning_curve_max_queries
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ValueError(
+            raise GraceUserError(
                 f"learning_curve_max_queries={cap!r} must be a positive integer (e.g. 50: about a minute per "
                 "evaluation on the 135M backbone)."
             )
         if not self.learning_curve:
             return
         if self.heldout_eval != "suite":
-            raise ValueError(
+            raise GraceUserError(
                 f"learning_curve=True scores the held-out suite's validation tasks, but heldout_eval="
                 f"{self.heldout_eval!r}; set heldout_eval: suite (or learning_curve: false)."
             )
         steps = self.eval_steps
         if steps is None or not (isinstance(steps, (int, float)) and math.isfinite(steps) and steps > 0):
-            raise ValueError(
+            raise GraceUserError(
                 f"learning_curve=True needs eval_steps > 0 (the interval between evaluations), got eval_steps="
                 f"{steps!r}; e.g. eval_steps: 50 (every 50 steps) or 0.1 (ten times per run)."
             )
         if steps > 1 and steps != int(steps):
-            raise ValueError(f"eval_steps={steps!r} must be a whole number of steps when above 1 (or a ratio < 1).")
+            raise GraceUserError(
+                f"eval_steps={steps!r} must be a whole number of steps when above 1 (or a ratio < 1)."
+            )
 
     def _validate_loss_weights(self) -> None:
         for name in ("contrastive_weight", "policy_gradient_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value!r} must be a finite number >= 0.")
+                raise GraceUserError(f"{name}={value!r} must be a finite number >= 0.")
         if self.contrastive_weight == 0 and self.policy_gradient_weight == 0:
-            raise ValueError(
+            raise GraceUserError(
                 "policy_gradient_weight=0 and contrastive_weight=0 leave nothing to train; set contrastive_weight > 0 "
                 "(e.g. 1.0) for contrastive-only training, or policy_gradient_weight: 1 for GRPO."
             )
         if not self.contrastive_temperature > 0:
-            raise ValueError(f"contrastive_temperature={self.contrastive_temperature!r} must be > 0 (e.g. 0.05).")
+            raise GraceUserError(f"contrastive_temperature={self.contrastive_temperature!r} must be > 0 (e.g. 0.05).")
         if self.max_train_minutes is not None and not (
             isinstance(self.max_train_minutes, (int, float))
             and math.isfinite(self.max_train_minutes)
             and self.max_train_minutes > 0
         ):
-            raise ValueError(
+            raise GraceUserError(
                 f"max_train_minutes={self.max_train_minutes!r} must be a number > 0 (or null: no budget)."
             )
         if self.contrastive_weight > 0 and self.pooled_layer != -1:
-            raise ValueError(
+            raise GraceUserError(
                 f"contrastive_weight > 0 pools the last layer of the policy's own forward; pooled_layer="
                 f"{self.pooled_layer} is not supported with it. Use pooled_layer: -1 or contrastive_weight: 0."
             )

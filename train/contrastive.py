@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import GraceUserTypeError
 from ..modeling.pooling import masked_mean
 
 
@@ -96,7 +97,7 @@ def decoder_module(model: Any) -> torch.nn.Module:
     get_decoder = getattr(inner, "get_decoder", None)
     decoder = get_decoder() if callable(get_decoder) else None
     if not isinstance(decoder, torch.nn.Module):
-        raise TypeError(
+        raise GraceUserTypeError(
             f"contrastive_weight > 0 needs a causal LM with get_decoder() (a transformers model); got "
             f"{type(inner).__name__}. Set contrastive_weight: 0 for this backbone."
         )

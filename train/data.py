@@ -18,7 +18,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from ..errors import GraceUserError
+from ..errors import GraceFileNotFoundError, GraceUserError, GraceUserTypeError
 
 
 BUILTIN_PREFIX = "grace:"
@@ -35,7 +35,7 @@ def load_source(source: str, split: str = "train", config_name: str | None = Non
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(
+            raise GraceUserError(
                 f"Cannot read '{source}': unknown file type {path.suffix!r}. Use one of {sorted(_FILE_BUILDERS)}."
             )
         if not _has_content(path):  # datasets would end in a bare StopIteration
@@ -44,14 +44,14 @@ def load_source(source: str, split: str = "train", config_name: str | None = Non
     if path.is_dir():
         return _pick_split(load_dataset(str(path), config_name), split, source)
     if source.count("/") != 1 or path.suffix:
-        raise FileNotFoundError(
+        raise GraceFileNotFoundError(
             f"Dataset '{source}' is neither an existing local file or folder nor a Hub id like 'org/name'. Check "
             f"the path, or use a built-in dataset: {BUILTINS}."
         )
     try:
         return load_dataset(source, config_name, split=split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for an unreachable or unknown Hub id
-        raise FileNotFoundError(
+        raise GraceFileNotFoundError(
             f"Could not load the Hub dataset '{source}' (split {split!r}): {type(exc).__name__}: {exc}. Check the id "
             "and your network (HF_HUB_OFFLINE=1 forbids downloads), or save it locally and pass the file path."
         ) from exc
@@ -70,13 +70,13 @@ def _pick_split(data: DatasetDict | Dataset, split: str, source: str) -> Dataset
     if isinstance(data, Dataset):
         return data
     if split not in data:
-        raise ValueError(f"Dataset '{source}' has no split {split!r}; its splits are {sorted(data)}.")
+        raise GraceUserError(f"Dataset '{source}' has no split {split!r}; its splits are {sorted(data)}.")
     return data[split]
 
 
 def _load_builtin(source: str, split: str) -> Dataset:
     if source not in BUILTINS:
-        raise ValueError(f"Unknown built-in dataset {source!r}; built-ins are {BUILTINS}.")
+        raise GraceUserError(f"Unknown built-in dataset {source!r}; built-ins are {BUILTINS}.")
     if source.startswith("grace:suite"):
         return _load_suite(source)
     from ..wordnet import wordnet_triples
@@ -110,13 +110,13 @@ def prepare_dataset(
     needed = COLUMNS[objective]
     missing = [name for name in needed if name not in dataset.column_names]
     if missing:
-        raise ValueError(
+        raise GraceUserError(
             f"The {objective} objective needs columns {list(needed)}, but the dataset lacks {missing} (it has "
             f"{dataset.column_names}). Rename your columns (datasets' `rename_column`) or choose "
             f"objective={'unsupervised' if objective == 'supervised' else 'supervised'!r}."
         )
     if len(dataset) == 0:
-        raise ValueError("The training dataset is empty. Point dataset_name at a file or Hub id with rows.")
+        raise GraceUserError("The training dataset is empty. Point dataset_name at a file or Hub id with rows.")
     total = len(dataset)
     dataset = dataset.filter(lambda row: all(_usable(row[name]) for name in needed))
     empty = total - len(dataset)
@@ -140,7 +140,7 @@ def prepare_dataset(
             stacklevel=2,
         )
     if len(dataset) == 0:
-        raise ValueError(f"No usable training rows are left out of {total}: every row was empty or too long.")
+        raise GraceUserError(f"No usable training rows are left out of {total}: every row was empty or too long.")
     if max_rows is not None:
         dataset = dataset.select(range(min(max_rows, len(dataset))))
     others = [name for name in needed if name != main]
@@ -160,7 +160,7 @@ def prompt_fields(prompt: Any) -> dict[str, str]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict) and "content" in prompt[0]:
         message = prompt[0]
         return {"text": message["content"], **{k: message[k] for k in ("query", "negative") if message.get(k)}}
-    raise TypeError(
+    raise GraceUserTypeError(
         f"A GRACE prompt is a text or one user message made by grace_st.train.prepare_dataset, got {prompt!r}. Do "
         "not apply a chat template yourself: the rollouts use the encoder's own prompt."
     )

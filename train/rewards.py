@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import GraceUserError
+
 
 REWARD_VARIANTS = ("reference", "rollout")
 
@@ -112,7 +114,7 @@ def supervised_reward(
         variant: ``"reference"`` or ``"rollout"`` (see the module docstring).
     """
     if variant not in REWARD_VARIANTS:
-        raise ValueError(f"Unknown reward variant {variant!r}; use one of {REWARD_VARIANTS}.")
+        raise GraceUserError(f"Unknown reward variant {variant!r}; use one of {REWARD_VARIANTS}.")
     q, p, n = _unit(query), _unit(rollouts), _unit(negative)
     batch, k, _ = p.shape
     positive = torch.einsum("bh,bkh->bk", q, p)

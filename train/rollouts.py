@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from trl.models import unwrap_model_for_generation
 
+from ..errors import GraceUserError
 from ..modeling.cpu_decode_attention import cpu_decode_attention
 from ..modeling.cpu_linears import onednn_linears
 from ..modeling.generation import GenerationSettings, end_token_ids
@@ -88,7 +89,7 @@ def check_generation_settings(args: GraceConfig) -> None:
     for name, neutral in UNSUPPORTED_SETTINGS.items():
         value = getattr(args, name, neutral[0])
         if value not in neutral:
-            raise ValueError(
+            raise GraceUserError(
                 f"{name}={value!r} is not supported by GRACE training: rollouts are written by the encoder's single "
                 "pass, which samples with temperature and top_p only (as the saved model encodes). Remove "
                 f"{name} from the configuration (or set it to {neutral[0]!r})."
@@ -103,7 +104,7 @@ def sequence_span_mask(length: int, prompt_len: int, prefix_len: int, span: str)
     """
     first = {"input_and_rationale": prefix_len, "rationale": prompt_len}.get(span)
     if first is None:
-        raise ValueError(f"span={span!r} has no rationale to train; use 'input_and_rationale' or 'rationale'.")
+        raise GraceUserError(f"span={span!r} has no rationale to train; use 'input_and_rationale' or 'rationale'.")
     return (torch.arange(length) >= first).long()
 
 
@@ -179,7 +180,7 @@ def examples_of(prompts: Sequence[Any], k: int, objective: str) -> list[dict[str
         if any(row != example for row in fields[i * k : (i + 1) * k]):
             raise ValueError(f"Rows {i * k}..{(i + 1) * k - 1} should repeat one prompt {k} times (TRL's sampler).")
         if objective == "supervised" and not ("query" in example and "negative" in example):
-            raise ValueError(
+            raise GraceUserError(
                 f"The supervised objective needs each prompt to carry its query and negative, got {prompts[i * k]!r}. "
                 "Prepare the data with grace_st.train.prepare_dataset."
             )

@@ -22,6 +22,7 @@ from typing import Any
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..backbones import EMBEDDED_BACKBONE_ID
+from ..errors import GraceUserError
 from .checkpoint_safety import check_resumable
 from .config import GraceConfig
 from .console import LOG_FILE, GraceProgress, summary_table
@@ -51,9 +52,14 @@ class GraceScriptArguments(ScriptArguments):
 
 def parse_args(argv: list[str] | None = None) -> tuple[GraceScriptArguments, GraceConfig, ModelConfig]:
     parser = TrlParser((GraceScriptArguments, GraceConfig, ModelConfig))
-    script_args, args, model_args = parser.parse_args_and_config(argv)
+    try:
+        script_args, args, model_args = parser.parse_args_and_config(argv)
+    except (ValueError, TypeError) as exc:  # TRL's and Transformers' own checks of the settings: the user's to fix
+        if isinstance(exc, GraceUserError):
+            raise
+        raise GraceUserError(f"Invalid training settings: {exc}") from exc
     if script_args.dataset_name is None:
-        raise ValueError(
+        raise GraceUserError(
             "No training data: set dataset_name (a Hub id, a local .jsonl/.csv/.parquet file, or 'grace:wordnet')."
         )
     return script_args, args, model_args

@@ -10,6 +10,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOTrainer
 
+from ..errors import GraceUserError, GraceUserTypeError
 from ..modeling.pooling import position_ids_from_mask
 from ..modeling.spans import pooled_span_mask
 from .config import GraceConfig
@@ -59,10 +60,14 @@ class GraceGRPOTrainer(GRPOTrainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, GraceConfig):
-            raise TypeError(f"args must be a GraceConfig, got {type(args).__name__}. Build one with GraceConfig(...).")
+            raise GraceUserTypeError(
+                f"args must be a GraceConfig, got {type(args).__name__}. Build one with GraceConfig(...)."
+            )
         for name in ("reward_funcs", "rollout_func", "tools", "environment_factory"):
             if name in kwargs:
-                raise TypeError(f"GraceGRPOTrainer sets {name} itself (GRACE's rollouts and reward); do not pass it.")
+                raise GraceUserTypeError(
+                    f"GraceGRPOTrainer sets {name} itself (GRACE's rollouts and reward); do not pass it."
+                )
         _check_prompts(train_dataset, args.objective)
         self.step_timer = StepTimer()
         with warnings.catch_warnings():  # rollout_func is TRL's "experimental" seam, used on purpose (trl is pinned)
@@ -162,7 +167,7 @@ def _check_prompts(dataset: Dataset, objective: str) -> None:
     needed = ["text", "query", "negative"] if objective == "supervised" else ["text"]
     missing = [name for name in needed if name not in fields]
     if missing:
-        raise ValueError(
+        raise GraceUserError(
             f"train_dataset's prompts lack {missing} for objective={objective!r}; prepare it with "
             "grace_st.train.prepare_dataset (it puts positive/text, query and negative into the 'prompt' column)."
         )
