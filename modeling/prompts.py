@@ -79,12 +79,14 @@ def _render_chat(tokenizer: Any, instruction: str) -> str:
     Templates that refuse a system role (Gemma's raise a jinja ``TemplateError`` from the template itself) get the
     instruction at the top of the user message instead, with a warning; any other error is not ours to hide.
     """
-    from jinja2.exceptions import TemplateError
+    from jinja2.exceptions import TemplateError, TemplateSyntaxError
 
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": _PLACEHOLDER}]
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except TemplateError as exc:
+        if isinstance(exc, TemplateSyntaxError):  # a broken template (syntax, unknown filter): not a refusal
+            raise
         warnings.warn(
             f"The chat template refused a system message ({exc}); GRACE puts the instruction at the top of the user "
             "message instead.",
