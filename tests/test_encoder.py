@@ -10,6 +10,7 @@ from conftest import TEXTS
 from sentence_transformers import SentenceTransformer
 
 from grace_st import encode_with_rationales, save_grace_model
+from grace_st.published_files import MODULE_CODE_FILES
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,9 +37,7 @@ def test_reloaded_model_saves_again_self_contained(grace_tiny, tmp_path):
     loaded.save_pretrained(str(tmp_path / "b"))
     modules = json.loads((tmp_path / "b" / "modules.json").read_text())
     assert modules[0]["type"] == "rationale_generator.RationaleGenerator"
-    module_files = ("prompts.py", "spans.py", "generation.py", "pooling.py", "single_pass.py", "batching.py")
-    module_files += ("slot_cache.py", "cpu_linears.py", "cpu_decode_attention.py")
-    for name in ("rationale_generator.py", *module_files):
+    for name in MODULE_CODE_FILES:
         assert (tmp_path / "b" / name).exists(), name
     again = SentenceTransformer(str(tmp_path / "b"), trust_remote_code=True, device="cpu")
     np.testing.assert_array_equal(again.encode(TEXTS[:2]), grace_tiny.encode(TEXTS[:2]))
