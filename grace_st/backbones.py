@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .errors import GraceUserError
+from .model_ids import is_local_path
 
 
 EMBEDDED_BACKBONE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -117,7 +118,7 @@ def resolve_backbone(name_or_path: str | os.PathLike | None) -> str:
                 "holds config.json and the weights, or a Hub id such as 'Qwen/Qwen2.5-1.5B-Instruct'."
             )
         return str(path)
-    if raw.startswith((".", "/", "~")) or raw.count("/") > 1 or os.sep != "/" and os.sep in raw:
+    if is_local_path(raw):
         raise BackboneNotFoundError(f"No such folder: '{raw}'. Check the path, or pass a Hugging Face Hub model id.")
     from transformers import AutoConfig
 

@@ -22,6 +22,7 @@ from .atomic import atomic_directory, check_writable
 from .backbones import EMBEDDED_BACKBONE_ID, resolve_backbone
 from .errors import GraceFileExistsError
 from .model_card import GraceModelCardData
+from .model_ids import is_grace_module_type
 from .published_files import MODULE_CODE_FILES
 from .rationale_generator import RationaleGenerator
 
@@ -90,7 +91,7 @@ def export_remote_code(folder: str | os.PathLike) -> None:
     modules_path = folder / "modules.json"
     entries = json.loads(modules_path.read_text(encoding="utf8"))
     for entry in entries:
-        if entry["type"].endswith(".RationaleGenerator"):
+        if is_grace_module_type(entry["type"]):
             entry["type"] = REMOTE_MODULE_REF
     modules_path.write_text(json.dumps(entries, indent=2), encoding="utf8")
 

@@ -27,6 +27,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from .errors import GraceUserError
+from .model_ids import is_grace_model
 from .role_encoding import Role, decode_rationale, encode_role, role_prompt
 
 
@@ -157,7 +158,7 @@ def _check_inputs(model: SentenceTransformer, query: Any, documents: list[Any]) 
     first, pooling, last = (modules + [None, None, None])[:3]
     if (
         len(modules) != 3
-        or not hasattr(first, "decode_rationale")
+        or not is_grace_model(model)
         or getattr(pooling, "pooling_mode", None) not in ("mean", ("mean",))
         or not getattr(pooling, "include_prompt", True)
         or type(last).__name__ != "Normalize"

@@ -26,11 +26,9 @@ from sentence_transformers.util import load_file_path as st_load_file_path
 
 from .errors import GraceUserError
 from .model_card import GraceModelCardData
+from .model_ids import is_grace_module_type
 from .rationale_generator import RationaleGenerator
 
-
-GRACE_MODULE_SUFFIX = ".RationaleGenerator"
-"""How ``modules.json`` names the GRACE module, whichever copy wrote it (``rationale_generator.`` or ``grace_st.``)."""
 
 TRUST_HINT = (
     "Pass trust_remote_code=True (`--trust-remote-code` on the command line) only if you have read that code and "
@@ -38,14 +36,9 @@ TRUST_HINT = (
 )
 
 
-def is_grace_module_ref(class_ref: str) -> bool:
-    """True for a ``modules.json`` type that names the GRACE module (mapped to the installed class, never imported)."""
-    return class_ref == "RationaleGenerator" or class_ref.endswith(GRACE_MODULE_SUFFIX)
-
-
 def _module_class(class_ref: str, location: str, trust_remote_code: bool, hub: dict[str, Any]) -> type:
     """The class of one ``modules.json`` entry: ours, sentence-transformers' own, or (only if trusted) the folder's."""
-    if is_grace_module_ref(class_ref):
+    if is_grace_module_type(class_ref):
         return RationaleGenerator
     if class_ref.startswith("sentence_transformers."):
         return import_from_string(class_ref)  # the installed package, not the folder
@@ -104,7 +97,7 @@ def load_grace_folder(
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise GraceUserError(f"modules.json of '{location}' must be a non-empty list of modules.")
     first = str(entries[0].get("type", ""))
-    if not is_grace_module_ref(first):
+    if not is_grace_module_type(first):
         raise GraceUserError(
             f"'{location}' is a sentence-transformers model but not a GRACE model (its first module is {first!r}). "
             "Build one with `grace build OUT_DIR --backbone <causal LM>`."

@@ -19,6 +19,7 @@ from .backbones import BackboneNotFoundError
 from .build import build_grace_model
 from .errors import GraceUserError
 from .folder_loading import TRUST_HINT, load_grace_folder
+from .model_ids import is_local_path
 
 
 def load_grace_model(
@@ -47,7 +48,7 @@ def load_grace_model(
     if path.is_dir() and (path / "modules.json").exists():
         _check_json(path)
         return _consented(raw, trust_remote_code, lambda: load_grace_folder(str(path), **options))
-    if path.exists() or raw.startswith((".", "/", "~")):
+    if is_local_path(raw):
         _note(f"'{raw}' is not a GRACE model folder (no modules.json); wrapping it as an untrained GRACE model.")
         return _consented(raw, trust_remote_code, lambda: _wrap(raw, device, trust_remote_code))
     return _load_from_hub(raw, options)

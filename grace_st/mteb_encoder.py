@@ -23,11 +23,8 @@ from mteb.types import PromptType
 from sentence_transformers import SentenceTransformer
 
 from .errors import GraceUserError
+from .model_ids import is_grace_model
 from .rationale_cache import EncodingCache, entry_key, model_fingerprint
-
-
-def is_grace_model(model: SentenceTransformer) -> bool:
-    return len(model) > 0 and type(model[0]).__name__ == "RationaleGenerator"
 
 
 class GraceEncoder(SentenceTransformerEncoderWrapper):

@@ -25,6 +25,7 @@ from mteb.models.model_implementations import MODEL_REGISTRY
 from mteb.models.model_meta import ScoringFunction
 
 from .errors import GraceUserError
+from .model_ids import is_grace_folder
 from .mteb_encoder import GraceEncoder
 
 
@@ -75,8 +76,7 @@ def _count_parameters(folder: Path) -> int | None:
 def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revision: str | None = None) -> ModelMeta:
     """A ``ModelMeta`` for the saved GRACE model in ``folder`` (from its configs, weights headers and card)."""
     path = Path(folder).expanduser().resolve()
-    modules = path / "modules.json"
-    if not modules.is_file() or "RationaleGenerator" not in modules.read_text(encoding="utf-8"):
+    if not is_grace_folder(path):
         raise GraceUserError(
             f"'{path}' is not a GRACE model folder (no modules.json with a RationaleGenerator). Pass a folder written "
             "by `grace build` or `grace train`."

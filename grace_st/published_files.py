@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from .errors import GraceUserError
+from .model_ids import is_hub_id
 from .train.curve_plot import LEARNING_CURVE_PNG
 
 
@@ -107,6 +108,6 @@ def public_name(name: str | None) -> str | None:
     component only (``/home/me/data/triples.jsonl`` -> ``triples.jsonl``)."""
     if not name or name.startswith("grace:"):
         return name
-    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
+    if not is_hub_id(name):
         return Path(name).name
     return name

@@ -10,7 +10,6 @@ placeholder. Nothing local is changed, so a failed upload can simply be retried.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from .errors import GraceFileNotFoundError, GraceUserError
+from .model_ids import is_grace_folder
 from .published_files import local_paths_in, publishable_files
 
 
@@ -39,8 +39,7 @@ def check_grace_folder(folder: str | os.PathLike) -> Path:
     modules = path / "modules.json"
     if not modules.is_file():
         raise GraceUserError(f"'{path}' is not a sentence-transformers model folder (no modules.json).")
-    entries = json.loads(modules.read_text(encoding="utf-8"))
-    if not any(str(entry.get("type", "")).endswith("RationaleGenerator") for entry in entries):
+    if not is_grace_folder(path):
         raise GraceUserError(f"'{path}' is a sentence-transformers model but not a GRACE one (no RationaleGenerator).")
     if not (path / "README.md").is_file():
         raise GraceUserError(f"'{path}' has no README.md model card. Re-save it with grace_st.save_grace_model.")

@@ -9,6 +9,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from .errors import GraceUserTypeError
+from .model_ids import is_grace_model
 
 
 @dataclass
@@ -45,7 +46,7 @@ def encode_with_rationales(
     ``encode_query`` / ``encode_document``.
     """
     generator = model[0]
-    if not hasattr(generator, "decode_rationale"):
+    if not is_grace_model(model):
         raise GraceUserTypeError(
             f"encode_with_rationales needs a GRACE model (first module RationaleGenerator), got a model whose first "
             f"module is {type(generator).__name__}. Build one with grace_st.build_grace_model or `grace build`."

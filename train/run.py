@@ -10,7 +10,6 @@ model with its card and ``train_summary.json`` atomically into ``output_dir``, a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..backbones import EMBEDDED_BACKBONE_ID
 from ..errors import GraceUserError
+from ..model_ids import is_hub_id
 from .checkpoint_safety import check_resumable
 from .config import GraceConfig
 from .console import LOG_FILE, GraceProgress, summary_table
@@ -245,7 +245,7 @@ def _suite_report(base: dict[str, Any] | None, trained: dict[str, Any] | None, a
 
 def _hub_id(name: str | None) -> str | None:
     """``name`` if it looks like a Hub id (not a local path or a built-in), else None."""
-    if not name or name.startswith("grace:") or os.path.exists(name) or name.count("/") != 1:
+    if not is_hub_id(name):
         return None
     return name
 
