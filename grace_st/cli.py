@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import GraceUserError
 from .train import cli as train_cli
@@ -38,6 +39,16 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", action="store_true", help="sample rationales instead of greedy decoding")
     parser.add_argument("--temperature", type=float, help="sampling temperature (with --sample)")
     parser.add_argument("--seed", type=int, help="sampling seed (with --sample)")
+
+
+def load_for_command(args: argparse.Namespace) -> Any:
+    """The model a command names (MODEL, ``--device``, ``--trust-remote-code``), with ``--max-new-tokens`` applied."""
+    from .loading import load_grace_model
+
+    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    if getattr(args, "max_new_tokens", None) is not None:
+        model[0].max_new_tokens = args.max_new_tokens
+    return model
 
 
 def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +152,6 @@ def run_encode(args: argparse.Namespace) -> None:
     from itertools import chain
 
     from .atomic import check_writable
-    from .loading import load_grace_model
     from .streaming import encode_stream, iter_texts, write_jsonl_stream
     from .terminal import printable
 
@@ -154,9 +164,7 @@ def run_encode(args: argparse.Namespace) -> None:
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:
             raise GraceUserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
-    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    if args.max_new_tokens is not None:
-        model[0].max_new_tokens = args.max_new_tokens
+    model = load_for_command(args)
     chunks = encode_stream(
         model,
         chain([first], texts),

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli import _MODEL_HELP, add_trust_remote_code
+from .cli import _MODEL_HELP, add_trust_remote_code, load_for_command
 from .errors import GraceUserError
 
 
@@ -49,11 +49,8 @@ def run(args: argparse.Namespace) -> None:
     """Check the arguments, then explain, then print and write what was asked for."""
     _check_args(args)
     from .explain import explain_match
-    from .loading import load_grace_model
 
-    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    if args.max_new_tokens is not None:
-        model[0].max_new_tokens = args.max_new_tokens
+    model = load_for_command(args)
     explanations = explain_match(model, args.query, args.document)
     if args.json:
         for explanation in explanations:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import _MODEL_HELP, add_trust_remote_code
+from .cli import _MODEL_HELP, add_trust_remote_code, load_for_command
 from .errors import GraceUserError
 
 
@@ -39,15 +39,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Check the arguments, search, print the hits (control characters removed)."""
     _check_args(args)
-    from .loading import load_grace_model
     from .rationale_cache import EncodingCache
     from .search import search_corpus
     from .streaming import iter_texts
     from .terminal_text import one_line
 
-    model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    if args.max_new_tokens is not None:
-        model[0].max_new_tokens = args.max_new_tokens
+    model = load_for_command(args)
     result = search_corpus(
         model, args.query, iter_texts(args.corpus), top_k=args.top_k, cache=EncodingCache(), batch_size=args.batch_size
     )

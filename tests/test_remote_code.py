@@ -21,9 +21,9 @@ from grace_st import save_grace_model
 from grace_st.published_files import MODULE_CODE_FILES
 
 
-_CHILD = textwrap.dedent(
+_WITHOUT_LIBRARY = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import importlib.abc, importlib.util, json, sys
 
     class Block(importlib.abc.MetaPathFinder):
         # Make this library unimportable, as if it were not installed.
@@ -33,6 +33,11 @@ _CHILD = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Block())
+    """
+)
+
+_CHILD = _WITHOUT_LIBRARY + textwrap.dedent(
+    """
     try:
         import grace_st  # noqa: F401
         raise SystemExit("grace_st is still importable")
@@ -156,17 +161,8 @@ def test_the_check_catches_what_it_must(tmp_path):
     assert "torch.ops (private operators)" in problems and "private attribute ._linear_pointwise of torch" in problems
 
 
-_IMPORT_CHILD = textwrap.dedent(
+_IMPORT_CHILD = _WITHOUT_LIBRARY + textwrap.dedent(
     """
-    import importlib.abc, importlib.util, json, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "grace_st" or name.startswith("grace_st."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-            return None
-
-    sys.meta_path.insert(0, Block())
     import packaging.version, torch, torch.nn.functional, transformers, sentence_transformers  # noqa
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa
     from sentence_transformers.base.modules import InputModule  # noqa
