@@ -25,7 +25,7 @@ class _RunsCode:
 
 def _trainer_like_checkpoint(folder):
     """The pickles the Trainer writes and reads back: RNG state (with numpy), optimizer and scheduler states."""
-    folder.mkdir()
+    folder.mkdir(parents=True)
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
     torch.save(rng, folder / "rng_state.pth")
     param = torch.nn.Parameter(torch.zeros(2))
@@ -52,7 +52,8 @@ def test_a_pickle_that_runs_code_is_refused_naming_it(tmp_path):
 
 
 def test_grace_train_refuses_such_a_checkpoint_before_loading_anything(tmp_path, data_file, tiny_backbone, capsys):
-    checkpoint = _trainer_like_checkpoint(tmp_path / "foreign")
+    checkpoint = _trainer_like_checkpoint(tmp_path / "foreign" / "checkpoint-2")
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')  # complete, as far as its state says
     marker = tmp_path / "MARKER"
     torch.save(_RunsCode(marker), checkpoint / "rng_state.pth")
     argv = [f"--model_name_or_path={tiny_backbone}", f"--dataset_name={data_file}", f"--output_dir={tmp_path / 'o'}"]

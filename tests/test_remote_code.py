@@ -87,7 +87,7 @@ _ALLOWED = {
     "transformers": {"AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig"},
     "sentence_transformers.base.modules": {"InputModule"},
     "packaging.version": {"Version", "InvalidVersion"},
-    "jinja2.exceptions": {"TemplateError"},
+    "jinja2.exceptions": {"TemplateError", "TemplateSyntaxError"},
 }
 
 
