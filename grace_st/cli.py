@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()  # keep the terminal for GRACE's own messages
     from .errors import report_errors
+    from .logs import log_to_console
 
+    log_to_console()
     runners = {"encode": run_encode, "build": run_build}
     runners.update({name: entry[1] for name, entry in _extra_commands().items()})
     return report_errors(lambda: runners[args.command](args))

@@ -8,8 +8,8 @@ A saved GRACE model is loaded with the installed module class and none of its Py
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from .build import build_grace_model
 from .errors import GraceUserError
 from .folder_loading import TRUST_HINT, load_grace_folder
 from .model_ids import is_local_path
+
+
+logger = logging.getLogger(__name__)
 
 
 def load_grace_model(
@@ -103,4 +106,4 @@ def _load_from_hub(repo_id: str, options: dict[str, Any]) -> SentenceTransformer
 
 
 def _note(message: str) -> None:
-    print(f"grace: {message}", file=sys.stderr)
+    logger.info(message)

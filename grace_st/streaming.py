@@ -9,6 +9,7 @@ Since no vector depends on batch composition, the chunking changes no result.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -20,6 +21,9 @@ from sentence_transformers import SentenceTransformer
 from .atomic import atomic_file
 from .errors import GraceFileNotFoundError, GraceUserError
 from .rationales import GraceEncoding, encode_with_rationales
+
+
+logger = logging.getLogger(__name__)
 
 
 DEFAULT_CHUNK_SIZE = 256
@@ -43,7 +47,7 @@ def iter_texts(path: Path) -> Iterator[str]:
                 continue
             yield _jsonl_text(path, number, line) if path.suffix == ".jsonl" else line
     if blank and path.suffix != ".jsonl":
-        print(f"grace: skipped {blank} blank lines in {path}", file=sys.stderr)
+        logger.warning(f"skipped {blank} blank lines in {path}")
 
 
 def _decode(path: Path, number: int, raw: bytes) -> str:

@@ -7,6 +7,8 @@ raises instead of being written), not timed.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from filelock import FileLock
 from test_train_run import _argv
@@ -66,7 +68,7 @@ class _Killed(BaseException):
 
 
 def test_killed_while_saving_a_checkpoint_resumes_from_the_newest_complete(
-    tiny_backbone, data_file, tmp_path, capsys, monkeypatch
+    tiny_backbone, data_file, tmp_path, capsys, monkeypatch, caplog
 ):
     out = tmp_path / "out"
     original = TrainerState.save_to_json
@@ -85,8 +87,9 @@ def test_killed_while_saving_a_checkpoint_resumes_from_the_newest_complete(
     capsys.readouterr()
 
     argv = _argv(tiny_backbone, data_file, out, max_steps=3, save_steps=1, resume_from_checkpoint="last")
-    summary = run_module.run_training(*run_module.parse_args(argv))
-    err = capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="grace_st"):
+        summary = run_module.run_training(*run_module.parse_args(argv))
+    err = caplog.text
     assert f"resuming from {out / 'checkpoints' / 'checkpoint-1'}" in err
     assert "checkpoint-2: the run that was writing it died" in err
     assert summary["steps"] == 3 and (out / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()

@@ -20,8 +20,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run training; user mistakes end with one ``grace: error:`` line and exit status 2, bugs with a traceback."""
     from ..errors import report_errors
+    from ..logs import log_to_console
     from .console import quiet_dependency_warnings
     from .run import main as run_main
 
     quiet_dependency_warnings()
+    log_to_console()
     return report_errors(lambda: run_main(argv))

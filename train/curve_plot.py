@@ -8,9 +8,12 @@ the run still saves its model and says on stderr that the plot was skipped.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
+
+
+logger = logging.getLogger(__name__)
 
 
 LEARNING_CURVE_PNG = "learning_curve.png"
@@ -48,7 +51,7 @@ def plot_learning_curve(
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
     except ImportError:
-        print("grace: matplotlib is not installed, so learning_curve.png is skipped", file=sys.stderr)
+        logger.warning("matplotlib is not installed, so learning_curve.png is skipped")
         return None
     figure = Figure(figsize=(8, 6 if validation else 3.5), layout="constrained")
     FigureCanvasAgg(figure)

@@ -15,14 +15,17 @@ newest complete one, says which, and removes the incomplete ones of the dead run
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import GraceUserError
+
+
+logger = logging.getLogger(__name__)
 
 
 CHECKPOINTS = "checkpoints"
@@ -79,7 +82,7 @@ def clear_checkpoints(output_dir: Path) -> None:
     """``--overwrite_output_dir`` without resuming: an earlier run's checkpoints must not mix with this run's."""
     checkpoints = output_dir / CHECKPOINTS
     if checkpoints.is_dir():
-        print(f"grace: --overwrite_output_dir: removing the earlier run's {checkpoints}", file=sys.stderr)
+        logger.info(f"--overwrite_output_dir: removing the earlier run's {checkpoints}")
         shutil.rmtree(checkpoints)
 
 
@@ -126,7 +129,7 @@ def resolve_resume(value: str | None, checkpoint_dir: Path, *, prune: bool = Fal
         incomplete.append(checkpoint)
     if prune:
         for checkpoint in incomplete:
-            print(f"grace: removing {checkpoint}: the run that was writing it died before finishing", file=sys.stderr)
+            logger.warning(f"removing {checkpoint}: the run that was writing it died before finishing")
             shutil.rmtree(checkpoint, ignore_errors=True)
-        print(f"grace: resuming from {chosen}" if chosen else "grace: no complete checkpoint yet", file=sys.stderr)
+        logger.info(f"resuming from {chosen}" if chosen else "no complete checkpoint yet")
     return str(chosen) if chosen else None

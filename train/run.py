@@ -10,6 +10,7 @@ model with its card and ``train_summary.json`` atomically into ``output_dir``, a
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -40,6 +41,9 @@ from .output_dir import (
 )
 from .summary import card_training_record, reward_curve, training_summary
 from .time_budget import TimeBudget
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -238,7 +242,7 @@ def _suite_report(base: dict[str, Any] | None, trained: dict[str, Any] | None, a
     from .heldout import suite_report
 
     if base is None or trained is None or "suite" not in base:
-        print("grace: no held-out suite base scores in the checkpoints folder; the report is skipped", file=sys.stderr)
+        logger.warning("no held-out suite base scores in the checkpoints folder; the report is skipped")
         return []
     return suite_report(base["suite"], trained["suite"], args.heldout_eval_resamples, seed=args.seed)
 
