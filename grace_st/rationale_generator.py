@@ -35,7 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
-    from .generation import GenerationSettings, end_token_ids
+    from .generation import GenerationSettings, end_token_ids, pad_token_id_for
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
     from .settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
@@ -43,7 +43,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .two_pass import GeneratedBatch, generate_then_embed
 except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
-    from grace_st.modeling.generation import GenerationSettings, end_token_ids
+    from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
     from grace_st.modeling.settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
@@ -214,8 +214,7 @@ class RationaleGenerator(InputModule):
         self.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
         self.end_ids = end_token_ids(self.model, self.tokenizer)
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = int(pad if pad is not None else self.end_ids[0])
+        self.pad_token_id = pad_token_id_for(self.tokenizer, self.end_ids)
         default_template = template_for(self.tokenizer, instruction)
         self._templates: dict[str, PromptTemplate] = {instruction: default_template}
         if max_input_tokens is None:  # the reference's 1024, or what the context leaves for the text

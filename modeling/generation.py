@@ -73,6 +73,21 @@ def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
+def pad_token_id_for(tokenizer: Any, end_ids: list[int] | tuple[int, ...] = ()) -> int:
+    """The id that pads prompts and finished rationales: the tokenizer's pad token, else its EOS, else an end id.
+
+    Padding is always masked, so any id would give the same vectors; one rule keeps encoder, training rollouts and
+    TRL's own padding on the same id (many causal LMs ship without a pad token).
+    """
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, *end_ids):
+        if candidate is not None:
+            return int(candidate)
+    raise GraceUserError(
+        "This tokenizer has neither a pad nor an end-of-sequence token, so prompts cannot be padded. Set "
+        "tokenizer.pad_token (or tokenizer.eos_token)."
+    )
+
+
 @contextmanager
 def seeded_sampling(settings: GenerationSettings, device: torch.device) -> Iterator[None]:
     """Within the block, random draws start from ``settings.seed`` when sampling with a seed.

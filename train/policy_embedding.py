@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..modeling.generation import pad_token_id_for
 from ..modeling.pooling import embed_sequences
 from ..modeling.prompts import PromptTemplate, build_prompt_batch, template_for
 from ..modeling.spans import pooled_span_mask
@@ -47,8 +48,7 @@ class PolicyEmbedder:
         self.tokenizer = tokenizer
         self.templates: dict[str, PromptTemplate] = {role: template_for(tokenizer, p) for role, p in prompts.items()}
         self.max_input_tokens, self.span, self.layer, self.batch_size = max_input_tokens, span, layer, batch_size
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_token_id = int(pad)
+        self.pad_token_id = pad_token_id_for(tokenizer)
 
     def prompt_ids(self, texts: Sequence[str], role: str) -> list[list[int]]:
         """Unpadded prompt token ids, exactly as the encoder builds them."""

@@ -74,6 +74,7 @@ def load_backbone(model_args: ModelConfig, trust_remote_code: bool = False) -> t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..backbones import BackboneNotFoundError, resolve_backbone
+    from ..modeling.generation import end_token_ids, pad_token_id_for
 
     location = resolve_backbone(model_args.model_name_or_path)
     kwargs: dict[str, Any] = dict(revision=model_args.model_revision, trust_remote_code=trust_remote_code)
@@ -84,8 +85,8 @@ def load_backbone(model_args: ModelConfig, trust_remote_code: bool = False) -> t
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **attention, **kwargs)
     except OSError as exc:
         raise BackboneNotFoundError.unreachable(location, exc) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:  # TRL pads with it; the same id the encoder pads with
+        tokenizer.pad_token_id = pad_token_id_for(tokenizer, end_token_ids(model, tokenizer))
     return model, tokenizer, location
 
 
