@@ -142,10 +142,9 @@ def _train(
     _quiet_console(trainer, output_dir / CHECKPOINTS / LOG_FILE)
     trainer.train(resume_from_checkpoint=resume)
     if stop.requested is not None:
-        print(
-            f"grace: stopped by signal {stop.requested} after step {trainer.state.global_step}; a checkpoint is in "
-            f"{args.output_dir}. Resume with the same command plus --resume_from_checkpoint last.",
-            file=sys.stderr,
+        logger.warning(
+            f"stopped by signal {stop.requested} after step {trainer.state.global_step}; a checkpoint is in "
+            f"{args.output_dir}. Resume with the same command plus --resume_from_checkpoint last."
         )
         raise SystemExit(128 + stop.requested)
     summary: dict[str, Any] = {}
