@@ -92,20 +92,23 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         self, texts: list[str], prompt: str | None, batch_size: int = 16, show_progress_bar: bool = False, **_: Any
     ) -> np.ndarray:
         """``(len(texts), dim)`` embeddings; cached texts are looked up, the rest encoded (each unique text once)."""
-        from .rationales import encode_with_rationales
+        from .rationales import CHUNK_TEXTS, encode_with_rationales
 
         keys = [self._key(prompt, text) for text in texts] if self.cache is not None else list(texts)
         found = self.cache.get(sorted(set(keys))) if self.cache is not None else {}
         missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
-        if missing:
+        pending = list(missing.items())
+        chunk = max(CHUNK_TEXTS, batch_size)
+        for start in range(0, len(pending), chunk):  # each chunk is in the cache before the next is encoded
+            part = dict(pending[start : start + chunk])
             encoded = encode_with_rationales(
                 self.model,
-                list(missing.values()),
+                list(part.values()),
                 prompt=prompt,
                 batch_size=batch_size,
                 show_progress_bar=show_progress_bar,
             )
-            new = {key: (item.rationale, item.embedding) for key, item in zip(missing, encoded, strict=True)}
+            new = {key: (item.rationale, item.embedding) for key, item in zip(part, encoded, strict=True)}
             self.texts_generated += len(new)
             if self.cache is not None:
                 self.cache.put(new)

@@ -12,6 +12,11 @@ from .errors import GraceUserTypeError
 from .model_ids import is_grace_model
 
 
+CHUNK_TEXTS = 256
+"""Texts per ``model.encode`` call: per-token hidden states (``token_embeddings``, ~(prompt + rationale) x hidden
+floats a text) are kept for one chunk only, so memory does not grow with the number of texts."""
+
+
 @dataclass
 class GraceEncoding:
     """One encoded text.
@@ -42,8 +47,10 @@ def encode_with_rationales(
     """Encode ``texts`` with a GRACE model and return each text's rationale and embedding.
 
     It is ``model.encode(texts, output_value=None)`` plus decoding of the generated ids, so the vectors are exactly
-    those of ``model.encode``. ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in
-    ``encode_query`` / ``encode_document``.
+    those of ``model.encode``; it runs :data:`CHUNK_TEXTS` texts at a time and keeps only each text's vector and
+    rationale, so peak memory is one chunk's hidden states whatever the number of texts. (Greedy rationales do not
+    depend on the chunking; sampled ones, like ``encode``'s own, depend on which texts share a batch.)
+    ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in ``encode_query`` / ``encode_document``.
     """
     generator = model[0]
     if not is_grace_model(model):
@@ -53,19 +60,24 @@ def encode_with_rationales(
         )
     if isinstance(texts, str):
         texts = [texts]
-    outputs = model.encode(
-        texts,
-        prompt_name=prompt_name,
-        prompt=prompt,
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
-        output_value=None,
-    )
-    return [
-        GraceEncoding(
-            text=text,
-            rationale=generator.decode_rationale(out["rationale_ids"], out["rationale_mask"]),
-            embedding=out["sentence_embedding"].float().cpu().numpy(),
+    chunk = max(CHUNK_TEXTS, batch_size)
+    encoded: list[GraceEncoding] = []
+    for start in range(0, len(texts), chunk):
+        part = list(texts[start : start + chunk])
+        outputs = model.encode(
+            part,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            output_value=None,
         )
-        for text, out in zip(texts, outputs, strict=True)
-    ]
+        encoded += [  # only the vector and the rationale survive the chunk; the token states are dropped here
+            GraceEncoding(
+                text=text,
+                rationale=generator.decode_rationale(out["rationale_ids"], out["rationale_mask"]),
+                embedding=out["sentence_embedding"].float().cpu().numpy(),
+            )
+            for text, out in zip(part, outputs, strict=True)
+        ]
+    return encoded

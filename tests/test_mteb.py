@@ -96,6 +96,32 @@ def test_cache_skips_generation_and_keeps_scores(grace_tiny, tmp_path, monkeypat
     assert [r.get_score() for r in first.task_results] == [r.get_score() for r in second.task_results]
 
 
+def test_a_killed_corpus_keeps_its_finished_chunks_and_memory_is_per_chunk(grace_tiny, tmp_path, monkeypatch):
+    """Each chunk is in the cache before the next is encoded; no call holds more than one chunk's token states."""
+    import grace_st.rationales as rationales
+
+    monkeypatch.setattr(rationales, "CHUNK_TEXTS", 2)
+    texts = [f"text number {i} about cats" for i in range(5)]
+    sizes, original = [], type(grace_tiny).encode
+
+    def encode_then_die(self, sentences, *args, **kwargs):
+        sizes.append(len(sentences))
+        if len(sizes) == 2:
+            raise KeyboardInterrupt  # killed while the second chunk is encoded
+        return original(self, sentences, *args, **kwargs)
+
+    monkeypatch.setattr(type(grace_tiny), "encode", encode_then_die)
+    path = str(tmp_path / "c.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        GraceEncoder(grace_tiny, cache=path).encode_texts(texts, prompt=None, batch_size=1)
+    monkeypatch.setattr(type(grace_tiny), "encode", original)
+    again = GraceEncoder(grace_tiny, cache=path)
+    vectors = again.encode_texts(texts, prompt=None, batch_size=1)
+    assert again.texts_generated == 3, "the first chunk (2 texts) came from the cache"
+    assert np.allclose(vectors, grace_tiny.encode(texts), atol=1e-5)
+    assert max(sizes) == 2
+
+
 def test_cached_vectors_equal_sentence_transformers_encode(grace_tiny, tmp_path):
     encoder = GraceEncoder(grace_tiny, cache=str(tmp_path / "c.sqlite"))
     texts = ["A cat sat on the mat.", "where is the nearest train station?", "A cat sat on the mat."]
