@@ -9,11 +9,38 @@ by either, is never generated again. Texts not in the cache are encoded with ``e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from .rationale_cache import EncodingCache, entry_key, model_fingerprint
 from .role_encoding import Role, decode_rationale, encode_role, role_prompt
+
+
+Encoded = tuple[str, np.ndarray]
+"""One text's (rationale, float32 unit vector), as the cache stores it."""
+
+
+def encode_through_cache(
+    cache: EncodingCache | None,
+    keys: Sequence[str],
+    texts: Sequence[str],
+    encode: Callable[[list[str]], list[Encoded]],
+    chunk: int,
+) -> tuple[list[Encoded], int]:
+    """Each text's encoding, in order, and how many were generated: cached keys are read, each missing key encoded
+    once with ``encode``, ``chunk`` texts at a time, every chunk put in the cache before the next is encoded (a killed
+    run keeps its finished chunks). The one lookup-encode-store loop of the mteb encoder and ``grace search``."""
+    found = cache.get(sorted(set(keys))) if cache is not None else {}
+    pending = list({key: text for key, text in zip(keys, texts, strict=True) if key not in found}.items())
+    for start in range(0, len(pending), chunk):
+        part = dict(pending[start : start + chunk])
+        new = dict(zip(part, encode(list(part.values())), strict=True))
+        if cache is not None:
+            cache.put(new)
+        found.update(new)
+    return [found[key] for key in keys], len(pending)
 
 
 class CachedRoleEncoder:
@@ -30,22 +57,21 @@ class CachedRoleEncoder:
         self._fingerprint: str | None = None
         self.texts_generated = 0  # texts encoded for real (not served by the cache); tests and messages read it
 
-    def encode(self, texts: list[str], role: Role) -> list[tuple[str, np.ndarray]]:
+    def encode(self, texts: list[str], role: Role) -> list[Encoded]:
         """(rationale, float32 unit vector) for each text, in order; each text missing from the cache encoded once."""
-        keys = self._keys(texts, role)
-        found = self.cache.get(sorted(set(keys))) if self.cache is not None else {}
-        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
-        if missing:
-            outputs = encode_role(self.model, list(missing.values()), role, batch_size=self.batch_size)
-            new = {
-                key: (decode_rationale(self.model, out), out["sentence_embedding"].float().cpu().numpy())
-                for key, out in zip(missing, outputs, strict=True)
-            }
-            self.texts_generated += len(new)
-            if self.cache is not None:
-                self.cache.put(new)
-            found.update(new)
-        return [found[key] for key in keys]
+        from .rationales import CHUNK_TEXTS
+
+        def encode(part: list[str]) -> list[Encoded]:
+            outputs = encode_role(self.model, part, role, batch_size=self.batch_size)
+            return [
+                (decode_rationale(self.model, out), out["sentence_embedding"].float().cpu().numpy()) for out in outputs
+            ]
+
+        encoded, generated = encode_through_cache(
+            self.cache, self._keys(texts, role), texts, encode, max(CHUNK_TEXTS, self.batch_size)
+        )
+        self.texts_generated += generated
+        return encoded
 
     def _keys(self, texts: list[str], role: Role) -> list[str]:
         """Cache keys as the mteb encoder writes them; without a cache, the texts themselves (to dedupe)."""

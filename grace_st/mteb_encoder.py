@@ -92,28 +92,17 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         self, texts: list[str], prompt: str | None, batch_size: int = 16, show_progress_bar: bool = False, **_: Any
     ) -> np.ndarray:
         """``(len(texts), dim)`` embeddings; cached texts are looked up, the rest encoded (each unique text once)."""
+        from .cached_encoding import encode_through_cache
         from .rationales import CHUNK_TEXTS, encode_with_rationales
 
+        def encode(part: list[str]) -> list[tuple[str, np.ndarray]]:
+            kwargs = dict(prompt=prompt, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            return [(item.rationale, item.embedding) for item in encode_with_rationales(self.model, part, **kwargs)]
+
         keys = [self._key(prompt, text) for text in texts] if self.cache is not None else list(texts)
-        found = self.cache.get(sorted(set(keys))) if self.cache is not None else {}
-        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
-        pending = list(missing.items())
-        chunk = max(CHUNK_TEXTS, batch_size)
-        for start in range(0, len(pending), chunk):  # each chunk is in the cache before the next is encoded
-            part = dict(pending[start : start + chunk])
-            encoded = encode_with_rationales(
-                self.model,
-                list(part.values()),
-                prompt=prompt,
-                batch_size=batch_size,
-                show_progress_bar=show_progress_bar,
-            )
-            new = {key: (item.rationale, item.embedding) for key, item in zip(part, encoded, strict=True)}
-            self.texts_generated += len(new)
-            if self.cache is not None:
-                self.cache.put(new)
-            found.update(new)
-        return np.stack([np.asarray(found[key][1], dtype=np.float32) for key in keys])
+        encoded, generated = encode_through_cache(self.cache, keys, texts, encode, max(CHUNK_TEXTS, batch_size))
+        self.texts_generated += generated
+        return np.stack([np.asarray(vector, dtype=np.float32) for _, vector in encoded])
 
     def _key(self, prompt: str | None, text: str) -> str:
         if self._fingerprint is None:
