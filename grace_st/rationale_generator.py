@@ -39,7 +39,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
     from .settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
-    from .spans import SPANS, pooled_span_mask, rationale_mask
+    from .spans import check_span, pooled_span_mask, rationale_mask
     from .two_pass import GeneratedBatch, generate_then_embed
 except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
@@ -47,7 +47,7 @@ except ImportError:  # the installed library
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
     from grace_st.modeling.settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
-    from grace_st.modeling.spans import SPANS, pooled_span_mask, rationale_mask
+    from grace_st.modeling.spans import check_span, pooled_span_mask, rationale_mask
     from grace_st.modeling.two_pass import GeneratedBatch, generate_then_embed
 
 GenerateFn = Callable[..., GeneratedBatch]
@@ -120,11 +120,6 @@ def check_texts(texts: list[Any]) -> None:
                 f"GRACE cannot embed an empty or whitespace-only text ({text!r}): there is nothing to write a "
                 "rationale about. Remove it or replace it with real text before encoding."
             )
-
-
-def _check_span(span: Any) -> None:
-    if span not in SPANS:
-        raise GraceUserError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
 
 
 _RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget")
@@ -200,7 +195,7 @@ class RationaleGenerator(InputModule):
         if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
             raise GraceUserError(f"token_budget must be a positive integer (KV-cache slots), got {token_budget!r}.")
         self.token_budget = token_budget
-        _check_span(span)
+        check_span(span)
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise GraceUserError(f"layer must be an integer index into the hidden states, got {layer!r}.")
         if max_input_tokens is not None and (not isinstance(max_input_tokens, int) or max_input_tokens < 1):
@@ -235,7 +230,7 @@ class RationaleGenerator(InputModule):
 
     @span.setter
     def span(self, value: str) -> None:
-        _check_span(value)
+        check_span(value)
         previous, self._span = getattr(self, "_span", None), value
         if "_templates" in vars(self):  # after __init__: the rationale's room in the context depends on the span
             self._recheck_context(lambda: setattr(self, "_span", previous))

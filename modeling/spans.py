@@ -40,6 +40,12 @@ def rationale_mask(rationale_ids: torch.Tensor, end_ids: Sequence[int]) -> torch
     return (ends_before == 0).long()
 
 
+def check_span(span: object) -> None:
+    """Refuse anything but one of :data:`SPANS`, naming the valid ones."""
+    if span not in SPANS:
+        raise GraceUserError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+
+
 def pooled_span_mask(prompt_span_mask: torch.Tensor, completion_mask: torch.Tensor | None, span: str) -> torch.Tensor:
     """Mask over ``[prompt | rationale]`` of the tokens that are averaged, for one of :data:`SPANS`.
 
@@ -48,12 +54,11 @@ def pooled_span_mask(prompt_span_mask: torch.Tensor, completion_mask: torch.Tens
         completion_mask: ``(B, G)`` from :func:`rationale_mask`, or None for the ``input`` span.
         span: one of :data:`SPANS`.
     """
+    check_span(span)
     if span == "input":
         return prompt_span_mask
     if completion_mask is None:
         raise ValueError(f"span={span!r} pools over a rationale, but no rationale was generated.")
-    if span == "input_and_rationale":
-        return torch.cat([prompt_span_mask, completion_mask], dim=1)
     if span == "rationale":
         return torch.cat([torch.zeros_like(prompt_span_mask), completion_mask], dim=1)
-    raise GraceUserError(f"Invalid span: {span!r}. Valid spans are: {SPANS}.")
+    return torch.cat([prompt_span_mask, completion_mask], dim=1)  # input_and_rationale
