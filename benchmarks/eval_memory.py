@@ -48,7 +48,8 @@ def run_child(python: str, backbone: Path, texts: Path, cache: Path, max_new_tok
     argv = [python, "-c", CHILD, str(backbone), str(texts), str(cache), str(max_new_tokens), str(batch)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # run outside any checkout, so `-c` imports the interpreter's own grace_st, not the one in the current folder
+    process = subprocess.Popen(argv, env=env, cwd=cache.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
