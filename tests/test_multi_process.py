@@ -64,3 +64,9 @@ def test_grace_encode_devices_gives_the_one_process_output(tiny_backbone, tmp_pa
 def test_bad_devices_are_named(grace_tiny, devices, message):
     with pytest.raises(GraceUserError, match=message):
         GraceEncoder(grace_tiny, cache=False, devices=devices)
+
+
+def test_grace_eval_passes_devices_to_the_encoder(tiny_backbone, tmp_path, capsys):
+    argv = ["eval", str(tiny_backbone), "--tasks", "GraceWordNetLexnameClustering", "--output", str(tmp_path)]
+    assert main([*argv, "--devices", "cuda:7"]) == 2
+    assert "'cuda:7' is not available" in capsys.readouterr().err
