@@ -209,3 +209,13 @@ def test_a_hub_id_gets_its_figures_from_the_downloaded_snapshot(saved, tmp_path)
     assert np.allclose(encoder.encode_texts(["a cat"], prompt=None), encoder.model.encode(["a cat"]), atol=1e-6)
     with pytest.raises(ValueError, match="Cannot load 'someorg/not-downloaded'"):
         load_mteb_model("someorg/not-downloaded")
+
+
+def test_the_progress_bar_covers_the_corpus_and_counts_cached_texts(grace_tiny, tmp_path, capsys):
+    encoder = GraceEncoder(grace_tiny, cache=str(tmp_path / "c.sqlite"))
+    texts = ["A cat sat on the mat.", "where is the nearest train station?", "The sea is calm tonight."]
+    encoder.encode_texts(texts[:2], prompt=None)
+    assert "Encoding" not in capsys.readouterr().err, "off by default"
+    encoder.encode_texts(texts, prompt=None, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "cached=2" in err
