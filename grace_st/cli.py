@@ -145,9 +145,10 @@ def _extra_commands() -> dict[str, tuple[Callable, Callable]]:
 
     Those modules import nothing heavy at module level, so ``grace encode`` never pays for importing trl or mteb.
     """
-    from . import cli_eval, cli_explain, cli_push, cli_search
+    from . import cli_eval, cli_explain, cli_push, cli_ray, cli_search
 
     return {
+        "encode-ray": (cli_ray.add_parser, cli_ray.run),
         "eval": (cli_eval.add_parser, cli_eval.run),
         "push": (cli_push.add_parser, cli_push.run),
         "explain": (cli_explain.add_parser, cli_explain.run),
