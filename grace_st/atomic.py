@@ -12,6 +12,10 @@ through here:
   longer alive (never by file age, so a slow live writer is never robbed);
 - the result gets the permissions a plain ``open``/``mkdir`` would give under the user's umask (temporary files are
   created private, ``0600``/``0700``), unless ``private=True`` keeps it readable by its owner only.
+
+One writer keeps its partial file on purpose: ``grace encode --output`` (:mod:`grace_st.resumable_output`), whose
+finished chunks are hours of generation that the same command continues. Its ``OUT.partial`` carries no process id,
+so :func:`remove_stale` never takes it for a leftover.
 """
 
 from __future__ import annotations

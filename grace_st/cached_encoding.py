@@ -28,18 +28,30 @@ def encode_through_cache(
     texts: Sequence[str],
     encode: Callable[[list[str]], list[Encoded]],
     chunk: int,
+    show_progress_bar: bool | None = False,
 ) -> tuple[list[Encoded], int]:
     """Each text's encoding, in order, and how many were generated: cached keys are read, each missing key encoded
     once with ``encode``, ``chunk`` texts at a time, every chunk put in the cache before the next is encoded (a killed
-    run keeps its finished chunks). The one lookup-encode-store loop of the mteb encoder and ``grace search``."""
+    run keeps its finished chunks). The one lookup-encode-store loop of the mteb encoder and ``grace search``.
+
+    The progress bar counts distinct texts over the whole call, the cached ones done from the start (and shown as
+    ``cached=N``); ``None`` shows it only on a terminal.
+    """
+    from tqdm.auto import tqdm
+
     found = cache.get(sorted(set(keys))) if cache is not None else {}
     pending = list({key: text for key, text in zip(keys, texts, strict=True) if key not in found}.items())
-    for start in range(0, len(pending), chunk):
-        part = dict(pending[start : start + chunk])
-        new = dict(zip(part, encode(list(part.values())), strict=True))
-        if cache is not None:
-            cache.put(new)
-        found.update(new)
+    bar_off = None if show_progress_bar is None else not show_progress_bar
+    total = len(found) + len(pending)
+    with tqdm(total=total, initial=len(found), unit="text", desc="Encoding", disable=bar_off) as bar:
+        bar.set_postfix(cached=len(found))
+        for start in range(0, len(pending), chunk):
+            part = dict(pending[start : start + chunk])
+            new = dict(zip(part, encode(list(part.values())), strict=True))
+            if cache is not None:
+                cache.put(new)
+            found.update(new)
+            bar.update(len(part))
     return [found[key] for key in keys], len(pending)
 
 
@@ -62,7 +74,7 @@ class CachedRoleEncoder:
         from .rationales import CHUNK_TEXTS
 
         def encode(part: list[str]) -> list[Encoded]:
-            outputs = encode_role(self.model, part, role, batch_size=self.batch_size)
+            outputs = encode_role(self.model, part, role, batch_size=self.batch_size, token_states=False)
             return [
                 (decode_rationale(self.model, out), out["sentence_embedding"].float().cpu().numpy()) for out in outputs
             ]

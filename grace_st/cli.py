@@ -61,6 +61,17 @@ def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_devices(parser: argparse.ArgumentParser) -> None:
+    """``--devices``: one encoding process per device (sentence-transformers' multi-process encoding)."""
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        metavar="D",
+        help="spread the texts over one process per device, e.g. cuda:0 cuda:1, or cpu cpu (same vectors as one "
+        "process; the main process reads the input and writes the output and the cache)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace",
@@ -105,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     encode.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
+    add_devices(encode)
+    encode.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar over the whole input on stderr (default: only when stderr is a terminal)",
+    )
     add_trust_remote_code(encode)
 
     build = commands.add_parser(
@@ -148,11 +166,16 @@ def read_texts(path: Path) -> list[str]:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    """Encode ``--text`` or a ``--file`` read lazily, writing each chunk of results as soon as it is done."""
+    """Encode ``--text`` or a ``--file`` read lazily, writing each chunk of results as soon as it is done.
+
+    With ``--output``, a rerun of the same command after a kill continues the finished part (see
+    :mod:`grace_st.resumable_output`).
+    """
     from itertools import chain
 
     from .atomic import check_writable
-    from .streaming import encode_stream, iter_texts, write_jsonl_stream
+    from .multi_process import encoding_pool
+    from .streaming import count_texts, encode_to_jsonl, iter_texts
     from .terminal import printable
 
     if args.output is not None:  # a folder or an unwritable place fails now, not after all the encoding
@@ -165,22 +188,29 @@ def run_encode(args: argparse.Namespace) -> None:
         if getattr(args, name) < 1:
             raise GraceUserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
     model = load_for_command(args)
-    chunks = encode_stream(
-        model,
-        chain([first], texts),
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        prompt_name=args.prompt_name,
-    )
+    total = len(args.text) if args.text is not None else count_texts(args.file)
 
     def show(chunk: list) -> None:
         for item in chunk:
             text, rationale = printable(item.text), printable(item.rationale)
             print(f"\n{text}\n  rationale: {rationale}\n  embedding: {item.embedding.shape[0]} dims", file=sys.stderr)
 
-    count = write_jsonl_stream(chunks, args.output, show if args.show_rationales else None)
+    with encoding_pool(model, args.devices) as pool:
+        count, resumed = encode_to_jsonl(
+            model,
+            chain([first], texts),
+            args.output,
+            chunk_size=args.chunk_size,
+            batch_size=args.batch_size,
+            prompt_name=args.prompt_name,
+            pool=pool,
+            total=total,
+            show_progress_bar=args.progress,
+            on_chunk=show if args.show_rationales else None,
+        )
     if args.output is not None:
-        print(f"grace: wrote {count} embeddings to {args.output}", file=sys.stderr)
+        kept = f" ({resumed} kept from the interrupted run)" if resumed else ""
+        print(f"grace: wrote {count} embeddings to {args.output}{kept}", file=sys.stderr)
 
 
 def run_build(args: argparse.Namespace) -> None:

@@ -55,8 +55,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--max-new-tokens", type=int, help="override the rationale length cap")
     evaluate.add_argument("--no-instructions", action="store_true", help="only query/document prompts, no per-task")
     evaluate.add_argument("--no-cache", action="store_true", help="do not read or write the encoding cache")
-    from .cli import add_trust_remote_code
+    from .cli import add_devices, add_trust_remote_code
 
+    add_devices(evaluate)
     add_trust_remote_code(evaluate)
 
 
@@ -117,7 +118,8 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
         generator.max_new_tokens = args.max_new_tokens
     name = location if location and "/" in str(location) and not Path(location).exists() else None
     model.model_card_data.model_name = name or f"local/{Path(location or 'grace-default').name}"
-    return GraceEncoder(model, use_instructions=not args.no_instructions, cache=not args.no_cache)
+    options = dict(use_instructions=not args.no_instructions, cache=not args.no_cache, devices=args.devices)
+    return GraceEncoder(model, **options)
 
 
 def run(args: argparse.Namespace) -> None:

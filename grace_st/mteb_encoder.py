@@ -24,6 +24,7 @@ from sentence_transformers import SentenceTransformer
 
 from .errors import GraceUserError
 from .model_ids import is_grace_model
+from .multi_process import check_devices
 from .rationale_cache import EncodingCache, entry_key, model_fingerprint
 
 
@@ -39,6 +40,9 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         use_instructions: use per-task instructions stored with the model (keys are mteb task names or types);
             False keeps only its ``query``/``document`` prompts.
         cache: True for the default on-disk cache, a path for another one, False for none.
+        devices: spread the texts to encode over one process per device (e.g. ``["cuda:0", "cuda:1"]`` or
+            ``["cpu", "cpu"]``; sentence-transformers' multi-process pool, started on first use and stopped by
+            :meth:`close` or at exit); the main process alone reads and writes the cache. Same vectors.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         use_instructions: bool = True,
         cache: bool | str | os.PathLike = True,
         trust_remote_code: bool = False,
+        devices: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, SentenceTransformer):
@@ -73,6 +78,8 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         self.cache = None if cache is False else EncodingCache(None if cache is True else cache)
         self._fingerprint: str | None = None
         self.texts_generated = 0  # texts encoded for real (not served by the cache); tests and logs read it
+        self.devices = check_devices(devices) if devices is not None else None
+        self._pool: dict[str, Any] | None = None
 
     def encode(
         self,
@@ -91,18 +98,40 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
     def encode_texts(
         self, texts: list[str], prompt: str | None, batch_size: int = 16, show_progress_bar: bool = False, **_: Any
     ) -> np.ndarray:
-        """``(len(texts), dim)`` embeddings; cached texts are looked up, the rest encoded (each unique text once)."""
+        """``(len(texts), dim)`` embeddings; cached texts are looked up, the rest encoded (each unique text once).
+
+        ``show_progress_bar``: one bar over all of ``texts``, with how many came from the cache.
+        """
         from .cached_encoding import encode_through_cache
         from .rationales import CHUNK_TEXTS, encode_with_rationales
 
         def encode(part: list[str]) -> list[tuple[str, np.ndarray]]:
-            kwargs = dict(prompt=prompt, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            kwargs = dict(prompt=prompt, batch_size=batch_size, show_progress_bar=False, pool=self._started_pool())
             return [(item.rationale, item.embedding) for item in encode_with_rationales(self.model, part, **kwargs)]
 
         keys = [self._key(prompt, text) for text in texts] if self.cache is not None else list(texts)
-        encoded, generated = encode_through_cache(self.cache, keys, texts, encode, max(CHUNK_TEXTS, batch_size))
+        chunk = max(CHUNK_TEXTS, batch_size)
+        encoded, generated = encode_through_cache(self.cache, keys, texts, encode, chunk, show_progress_bar)
         self.texts_generated += generated
         return np.stack([np.asarray(vector, dtype=np.float32) for _, vector in encoded])
+
+    def _started_pool(self) -> dict[str, Any] | None:
+        """The worker pool over :attr:`devices`, started when first needed (a fully cached run starts none)."""
+        if self.devices is None or self._pool is not None:
+            return self._pool
+        import weakref
+
+        from .multi_process import start_pool
+
+        self._pool = start_pool(self.model, self.devices)
+        self._stop = weakref.finalize(self, type(self.model).stop_multi_process_pool, self._pool)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes of :attr:`devices`, if started (they also stop when the encoder is freed)."""
+        if self._pool is not None:
+            self._stop()
+            self._pool = None
 
     def _key(self, prompt: str | None, text: str) -> str:
         if self._fingerprint is None:

@@ -76,6 +76,17 @@ def _count_parameters(folder: Path) -> int | None:
 def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revision: str | None = None) -> ModelMeta:
     """A ``ModelMeta`` for the saved GRACE model in ``folder`` (from its configs, weights headers and card)."""
     path = Path(folder).expanduser().resolve()
+    return hub_model_meta(
+        name or f"local/{path.name}",
+        loader=partial(_grace_loader, path=str(path)),
+        revision=revision or "local",
+        release_date=date.today().isoformat(),
+        **_folder_figures(path),
+    )
+
+
+def _folder_figures(path: Path) -> dict[str, Any]:
+    """The ``ModelMeta`` fields a saved GRACE folder (local, or a Hub snapshot) tells: size, dimension, license."""
     if not is_grace_folder(path):
         raise GraceUserError(
             f"'{path}' is not a GRACE model folder (no modules.json with a RationaleGenerator). Pass a folder written "
@@ -85,11 +96,7 @@ def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revisio
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     card = _card_metadata(path)
     parameters = _count_parameters(path)
-    return hub_model_meta(
-        name or f"local/{path.name}",
-        loader=partial(_grace_loader, path=str(path)),
-        revision=revision or "local",
-        release_date=date.today().isoformat(),
+    return dict(
         n_parameters=parameters,
         memory_usage_mb=round(parameters * 4 / 2**20, 1) if parameters else None,
         max_tokens=grace.get("max_input_tokens") or config.get("max_position_embeddings"),
@@ -99,21 +106,42 @@ def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revisio
     )
 
 
+def hub_snapshot_meta(repo_id: str, revision: str | None = None, token: bool | str | None = None) -> ModelMeta:
+    """A ``ModelMeta`` for a GRACE model on the Hub, its figures read from the downloaded snapshot (the weights are
+    needed to evaluate it anyway; huggingface_hub's cache serves a second call, and offline mode)."""
+    from huggingface_hub import snapshot_download
+
+    from .backbones import BackboneNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id, revision=revision, token=token))
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, HTTP errors: all mean "cannot be had"
+        raise BackboneNotFoundError.unreachable(repo_id, exc) from exc
+    return hub_model_meta(repo_id, revision=snapshot.name, **_folder_figures(snapshot))
+
+
 def register(meta: ModelMeta) -> ModelMeta:
     """Put ``meta`` into mteb's registry (mteb has no public API for it; its registry is a plain dict)."""
     MODEL_REGISTRY[meta.name] = meta
     return meta
 
 
-def load_mteb_model(name_or_path: str | os.PathLike, name: str | None = None, **kwargs: Any) -> GraceEncoder:
-    """The mteb encoder of a GRACE folder or Hub id, registered under ``name`` so ``mteb.get_model(name)`` works."""
+def load_mteb_model(
+    name_or_path: str | os.PathLike, name: str | None = None, revision: str | None = None, **kwargs: Any
+) -> GraceEncoder:
+    """The mteb encoder of a GRACE folder or Hub id, registered under ``name`` so ``mteb.get_model(name)`` works.
+
+    A Hub id is downloaded first (or read from the cache) so its meta carries the same figures as a folder's:
+    parameters, embedding dimension, the commit evaluated.
+    """
     import mteb
 
     path = Path(name_or_path).expanduser()
     if path.exists():
-        meta = register(grace_model_meta(path, name))
+        meta = register(grace_model_meta(path, name, revision))
     else:
-        meta = register(hub_model_meta(str(name_or_path)))
+        meta = hub_snapshot_meta(str(name_or_path), revision=revision)
+        meta = register(meta.model_copy(update={"name": name}) if name else meta)
     return mteb.get_model(meta.name, **kwargs)
 
 

@@ -124,6 +124,25 @@ def check_texts(texts: list[Any]) -> None:
 
 _RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget")
 
+POOLED_OUTPUTS = ("sentence_embedding", "rationale_ids", "rationale_mask")
+"""What ``encode(..., output_value=None, token_states=False)`` keeps of each text's outputs."""
+
+
+def keep_pooled_outputs(
+    model: torch.nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
+) -> dict[str, torch.Tensor] | None:
+    """Forward hook of the whole model: with ``token_states=False``, drop the per-token states after pooling.
+
+    ``encode(..., output_value=None)`` keeps a view of every batch's ``token_embeddings`` ((prompt + rationale) x
+    hidden floats a text) until the call returns, which is most of the memory of a large corpus; callers that need
+    only the vector and the rationale pass ``token_states=False`` and get :data:`POOLED_OUTPUTS` instead. The hook
+    runs after the last module, so ``Pooling``/``Normalize`` saw the states and the vector is unchanged. A
+    module-level function, so a model with the hook still pickles (multi-process encoding).
+    """
+    if kwargs.get("token_states", True) or not isinstance(output, dict):
+        return None
+    return {key: output[key] for key in POOLED_OUTPUTS if key in output}
+
 
 def _refuse_unknown_settings(kwargs: dict[str, Any]) -> None:
     """A misspelt setting (``max_new_token=8``) is an error naming the close valid names, never silently dropped."""
@@ -172,6 +191,7 @@ class RationaleGenerator(InputModule):
         "min_library_version",
     ]
     save_in_root = True
+    forward_kwargs = {"token_states"}  # encode(..., token_states=False): see keep_pooled_outputs
 
     def __init__(
         self,
@@ -297,6 +317,12 @@ class RationaleGenerator(InputModule):
             )
 
     # -- sentence-transformers contract ----------------------------------------------------------------------------
+    def on_model_ready(self, model: torch.nn.Module) -> None:
+        """Give the owning model the ``token_states=False`` option (:func:`keep_pooled_outputs`), once."""
+        if not getattr(model, "_grace_pooled_outputs_hook", False):
+            model.register_forward_hook(keep_pooled_outputs, with_kwargs=True)
+            model._grace_pooled_outputs_hook = True
+
     def preprocess(self, inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Tokenise ``inputs`` into left-padded prompts; ``prompt`` (from ``encode``) replaces the instruction."""
         check_texts(inputs)

@@ -35,6 +35,12 @@ class GraceEncoding:
         return {"text": self.text, "rationale": self.rationale, "embedding": self.embedding.tolist()}
 
 
+def pooled_only(model: SentenceTransformer) -> dict[str, bool]:
+    """``encode`` kwargs that keep only each text's vector and rationale ids (no per-token states), where the
+    model's module offers the option (a folder's older module copy does not; its states then live for one chunk)."""
+    return {"token_states": False} if "token_states" in model.get_model_kwargs() else {}
+
+
 def encode_with_rationales(
     model: SentenceTransformer,
     texts: list[str],
@@ -43,14 +49,17 @@ def encode_with_rationales(
     prompt: str | None = None,
     batch_size: int = 16,
     show_progress_bar: bool | None = None,
+    pool: dict[str, Any] | None = None,
 ) -> list[GraceEncoding]:
     """Encode ``texts`` with a GRACE model and return each text's rationale and embedding.
 
-    It is ``model.encode(texts, output_value=None)`` plus decoding of the generated ids, so the vectors are exactly
-    those of ``model.encode``; it runs :data:`CHUNK_TEXTS` texts at a time and keeps only each text's vector and
-    rationale, so peak memory is one chunk's hidden states whatever the number of texts. (Greedy rationales do not
-    depend on the chunking; sampled ones, like ``encode``'s own, depend on which texts share a batch.)
-    ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in ``encode_query`` / ``encode_document``.
+    It is ``model.encode(texts, output_value=None, token_states=False)`` plus decoding of the generated ids, so the
+    vectors are exactly those of ``model.encode``; the module hands back only the pooled vector and the rationale
+    ids (no per-token hidden states), and texts go :data:`CHUNK_TEXTS` at a time, so memory does not grow with the
+    number of texts. (Greedy rationales do not depend on the chunking; sampled ones, like ``encode``'s own, depend
+    on which texts share a batch.) ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in
+    ``encode_query`` / ``encode_document``. ``pool``: a pool from ``model.start_multi_process_pool(devices)``
+    spreads each chunk over its processes (sentence-transformers' multi-process encoding; same vectors).
     """
     generator = model[0]
     if not is_grace_model(model):
@@ -71,8 +80,11 @@ def encode_with_rationales(
             batch_size=batch_size,
             show_progress_bar=show_progress_bar,
             output_value=None,
+            pool=pool,
+            chunk_size=_pool_chunk(len(part), pool),
+            **pooled_only(model),
         )
-        encoded += [  # only the vector and the rationale survive the chunk; the token states are dropped here
+        encoded += [
             GraceEncoding(
                 text=text,
                 rationale=generator.decode_rationale(out["rationale_ids"], out["rationale_mask"]),
@@ -81,3 +93,11 @@ def encode_with_rationales(
             for text, out in zip(part, outputs, strict=True)
         ]
     return encoded
+
+
+def _pool_chunk(texts: int, pool: dict[str, Any] | None) -> int | None:
+    """Texts per worker task: an even share of the chunk for each process (sentence-transformers' default would cut
+    a 256-text chunk into tasks of 7 texts, each a batch of its own)."""
+    if pool is None:
+        return None
+    return max(1, -(-texts // len(pool["processes"])))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sentence_transformers import SentenceTransformer
 
 from .errors import GraceUserError
+from .rationales import pooled_only
 
 
 Role = Literal["query", "document"]
@@ -37,18 +38,20 @@ def role_prompt(model: SentenceTransformer, role: Role) -> str | None:
 
 
 def encode_role(
-    model: SentenceTransformer, texts: list[str], role: Role, *, batch_size: int = 16
+    model: SentenceTransformer, texts: list[str], role: Role, *, batch_size: int = 16, token_states: bool = True
 ) -> list[dict[str, Any]]:
     """One output dict per text (``output_value=None``), encoded with ``encode_query`` or ``encode_document``.
 
     Each dict holds the module's per-token outputs (``token_embeddings``, ``attention_mask`` = pooled-span mask,
     ``input_ids``, ``rationale_ids``, ``rationale_mask``, ``prompt_span_mask``) and the ``sentence_embedding`` that
-    ``encode_query``/``encode_document`` return for the text.
+    ``encode_query``/``encode_document`` return for the text; ``token_states=False`` keeps only the last three
+    (what a cache stores), so no text's per-token states outlive its batch.
     """
     if role not in ROLES:
         raise GraceUserError(f"role must be one of {ROLES}, got {role!r}.")
     encode = model.encode_query if role == "query" else model.encode_document
-    return encode(texts, batch_size=batch_size, output_value=None, show_progress_bar=False)
+    extra = {} if token_states else pooled_only(model)
+    return encode(texts, batch_size=batch_size, output_value=None, show_progress_bar=False, **extra)
 
 
 def decode_rationale(model: SentenceTransformer, output: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import mteb
 import numpy as np
@@ -184,3 +185,37 @@ def test_released_models_register_with_a_grace_loader(monkeypatch):
     mteb_meta.register_grace_models()
     meta = mteb.get_model_meta("grace-st/released-example")
     assert meta.loader is mteb_meta._grace_loader and meta.embed_dim == 576 and meta.use_instructions
+
+
+def _in_hub_cache(folder, repo_id: str, commit: str = "a" * 40):
+    """Put ``folder`` into huggingface_hub's cache as ``repo_id``'s ``main`` (what a download leaves), offline."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return commit
+
+
+def test_a_hub_id_gets_its_figures_from_the_downloaded_snapshot(saved, tmp_path):
+    commit = _in_hub_cache(saved, "someorg/grace-hub-tiny")
+    encoder = load_mteb_model("someorg/grace-hub-tiny", cache=str(tmp_path / "c.sqlite"))
+    meta = mteb.get_model_meta("someorg/grace-hub-tiny")
+    assert meta.embed_dim == 32 and meta.n_parameters == sum(p.numel() for p in encoder.model[0].model.parameters())
+    assert meta.revision == commit and meta.max_tokens == 64 and meta.loader is not None
+    assert np.allclose(encoder.encode_texts(["a cat"], prompt=None), encoder.model.encode(["a cat"]), atol=1e-6)
+    with pytest.raises(ValueError, match="Cannot load 'someorg/not-downloaded'"):
+        load_mteb_model("someorg/not-downloaded")
+
+
+def test_the_progress_bar_covers_the_corpus_and_counts_cached_texts(grace_tiny, tmp_path, capsys):
+    encoder = GraceEncoder(grace_tiny, cache=str(tmp_path / "c.sqlite"))
+    texts = ["A cat sat on the mat.", "where is the nearest train station?", "The sea is calm tonight."]
+    encoder.encode_texts(texts[:2], prompt=None)
+    assert "Encoding" not in capsys.readouterr().err, "off by default"
+    encoder.encode_texts(texts, prompt=None, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "cached=2" in err
