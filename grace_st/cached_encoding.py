@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from .rationale_cache import EncodingCache, entry_key, model_fingerprint
+from .rationale_cache import EncodingCache, encoding_keys
 from .role_encoding import Role, decode_rationale, encode_role, role_prompt
 
 
@@ -54,7 +54,6 @@ class CachedRoleEncoder:
 
     def __init__(self, model: SentenceTransformer, cache: EncodingCache | None, *, batch_size: int = 16) -> None:
         self.model, self.cache, self.batch_size = model, cache, batch_size
-        self._fingerprint: str | None = None
         self.texts_generated = 0  # texts encoded for real (not served by the cache); tests and messages read it
 
     def encode(self, texts: list[str], role: Role) -> list[Encoded]:
@@ -77,7 +76,4 @@ class CachedRoleEncoder:
         """Cache keys as the mteb encoder writes them; without a cache, the texts themselves (to dedupe)."""
         if self.cache is None:
             return list(texts)
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        prompt = role_prompt(self.model, role)
-        return [entry_key(self._fingerprint, prompt, text) for text in texts]
+        return encoding_keys(self.model, texts, role_prompt(self.model, role), role)

@@ -53,6 +53,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
     evaluate.add_argument("--span", choices=["input_and_rationale", "rationale", "input"], help="override the span")
     evaluate.add_argument("--max-new-tokens", type=int, help="override the rationale length cap")
+    evaluate.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="per-role modes: full, query-only (documents input-only), input-only, adaptive:N (no rationale for "
+        "texts over N tokens); results are filed under a revision naming it",
+    )
     evaluate.add_argument("--no-instructions", action="store_true", help="only query/document prompts, no per-task")
     evaluate.add_argument("--no-cache", action="store_true", help="do not read or write the encoding cache")
     from .cli import add_trust_remote_code
@@ -115,6 +121,8 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
         generator.span = args.span
     if args.max_new_tokens is not None:
         generator.max_new_tokens = args.max_new_tokens
+    if args.preset is not None:
+        generator.role_modes = args.preset
     name = location if location and "/" in str(location) and not Path(location).exists() else None
     model.model_card_data.model_name = name or f"local/{Path(location or 'grace-default').name}"
     return GraceEncoder(model, use_instructions=not args.no_instructions, cache=not args.no_cache)

@@ -26,7 +26,7 @@ from mteb.models.model_meta import ScoringFunction
 
 from .errors import GraceUserError
 from .model_ids import is_grace_folder
-from .mteb_encoder import GraceEncoder
+from .mteb_encoder import GraceEncoder, revision_with_modes
 
 
 GRACE_CITATION = """@inproceedings{sun2026grace,
@@ -88,7 +88,7 @@ def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revisio
     return hub_model_meta(
         name or f"local/{path.name}",
         loader=partial(_grace_loader, path=str(path)),
-        revision=revision or "local",
+        revision=revision_with_modes(revision or "local", grace),
         release_date=date.today().isoformat(),
         n_parameters=parameters,
         memory_usage_mb=round(parameters * 4 / 2**20, 1) if parameters else None,

@@ -41,6 +41,7 @@ def encode_with_rationales(
     *,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    task: str | None = None,
     batch_size: int = 16,
     show_progress_bar: bool | None = None,
 ) -> list[GraceEncoding]:
@@ -50,7 +51,8 @@ def encode_with_rationales(
     those of ``model.encode``; it runs :data:`CHUNK_TEXTS` texts at a time and keeps only each text's vector and
     rationale, so peak memory is one chunk's hidden states whatever the number of texts. (Greedy rationales do not
     depend on the chunking; sampled ones, like ``encode``'s own, depend on which texts share a batch.)
-    ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in ``encode_query`` / ``encode_document``.
+    ``prompt_name="query"`` / ``"document"`` select the stored prompts, and ``task="query"`` / ``"document"`` the
+    role mode, as ``encode_query`` / ``encode_document`` do (``task=None``: the model's default role).
     """
     generator = model[0]
     if not is_grace_model(model):
@@ -71,6 +73,7 @@ def encode_with_rationales(
             batch_size=batch_size,
             show_progress_bar=show_progress_bar,
             output_value=None,
+            task=task,
         )
         encoded += [  # only the vector and the rationale survive the chunk; the token states are dropped here
             GraceEncoding(
