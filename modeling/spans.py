@@ -69,10 +69,10 @@ def pooled_span_masks(
 ) -> torch.Tensor:
     """:func:`pooled_span_mask` with a span per row (a role mode may embed some rows of a batch input-only).
 
-    Rows whose span is ``input`` pool their prompt part only; their ``completion_mask`` rows must be zero (nothing
-    was generated for them). With one span for every row this is :func:`pooled_span_mask` itself.
+    Rows whose span is ``input`` pool their prompt part only, whatever was generated for them; the mask always spans
+    ``[prompt | rationale]``. With one span other than ``input`` for every row this is :func:`pooled_span_mask`.
     """
-    if len(set(spans)) == 1:
+    if len(set(spans)) == 1 and spans[0] != "input":
         return pooled_span_mask(prompt_span_mask, completion_mask, spans[0])
     rows = []
     for i, span in enumerate(spans):
