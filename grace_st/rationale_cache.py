@@ -55,16 +55,26 @@ def encoding_keys(model: Any, texts: Sequence[str], prompt: str | None, role: st
     A key covers everything that changes a vector: the weights (:func:`weights_fingerprint`), the prompt actually
     used (the module's instruction when ``prompt`` is None), the role (even when both roles' prompts and modes are
     equal), and the role's span, rationale budget, length threshold, layer, input cap and every decoding setting
-    (``RationaleGenerator.encoding_settings``). Everything is read at call time, so a setting changed on the same
-    model or encoder afterwards is a miss, never a stale vector.
+    (``RationaleGenerator.encoding_settings``). Under a length threshold (``adaptive:N``) each text is keyed by what
+    the threshold gives it, so a text it leaves alone shares its key with the same model without the threshold.
+    Everything is read at call time, so a setting changed on the same model or encoder afterwards is a miss, never a
+    stale vector.
     """
     generator = model[0]
-    settings = generator.encoding_settings(role)
-    fingerprint = hashlib.sha256(
-        json.dumps([weights_fingerprint(generator.model), settings], sort_keys=True, default=str).encode()
-    ).hexdigest()
+    weights = weights_fingerprint(generator.model)
     used = prompt if prompt else generator.instruction
-    return [entry_key(fingerprint, used, text) for text in texts]
+    if generator.has_length_threshold():  # each text's own span: a threshold resolved to what it gives the text
+        per_text = [generator.encoding_settings(role, n) for n in generator.text_token_counts(list(texts))]
+    else:
+        per_text = [generator.encoding_settings(role)] * len(texts)
+    fingerprints: dict[str, str] = {}
+    keys = []
+    for settings, text in zip(per_text, texts, strict=True):
+        described = json.dumps(settings, sort_keys=True, default=str)
+        if described not in fingerprints:
+            fingerprints[described] = hashlib.sha256(json.dumps([weights, described]).encode()).hexdigest()
+        keys.append(entry_key(fingerprints[described], used, text))
+    return keys
 
 
 def entry_key(fingerprint: str, prompt: str | None, text: str) -> str:

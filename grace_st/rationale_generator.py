@@ -37,7 +37,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from .generation import GenerationSettings, end_token_ids, pad_token_id_for
     from .pooling import select_hidden_states
-    from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for, tokenize_texts
     from .role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
     from .settings import BASE_FORMAT_VERSION, FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
     from .spans import check_span, pooled_span_masks, rationale_mask
@@ -46,7 +46,13 @@ except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
     from grace_st.modeling.pooling import select_hidden_states
-    from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
+    from grace_st.modeling.prompts import (
+        DEFAULT_INSTRUCTION,
+        PromptTemplate,
+        build_prompt_batch,
+        template_for,
+        tokenize_texts,
+    )
     from grace_st.modeling.role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
     from grace_st.modeling.settings import (
         BASE_FORMAT_VERSION,
@@ -282,18 +288,34 @@ class RationaleGenerator(InputModule):
             mode = dataclasses.replace(mode, max_new_tokens=self.max_new_tokens)
         return mode
 
-    def encoding_settings(self, role: str | None) -> dict[str, Any]:
-        """Everything besides weights, prompt and text that changes a ``role`` vector (the encoding cache's key)."""
+    def encoding_settings(self, role: str | None, text_tokens: int | None = None) -> dict[str, Any]:
+        """Everything besides weights, prompt and text that changes a ``role`` vector (the encoding cache's key).
+
+        With ``text_tokens`` (the text's length, :meth:`text_token_counts`), the settings that apply to that text:
+        a length threshold resolved to the span it gives, so a text a threshold leaves alone has the key it has
+        without the threshold (the same vector), and one it makes input-only has the input-only key.
+        """
         role = role_of(role, self.default_role)
         mode = self.mode_for(role)
+        settings = {"role": role, **mode.to_config()}
+        if text_tokens is not None:
+            settings.update(span=mode.span_for(text_tokens), input_only_above=None)
         return {
-            "role": role,
-            **mode.to_config(),
+            **settings,
             "layer": self.layer,
             "max_input_tokens": self.max_input_tokens,
             **dataclasses.asdict(self.settings),
-            "max_new_tokens": mode.max_new_tokens if mode.generates() else 0,
+            "max_new_tokens": mode.max_new_tokens if settings["span"] != "input" else 0,
         }
+
+    def text_token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens as :meth:`preprocess` counts it (after the ``max_input_tokens`` cut)."""
+        return [len(ids) for ids in tokenize_texts(self.tokenizer, list(texts), self.max_input_tokens)[0]]
+
+    def has_length_threshold(self) -> bool:
+        """Whether some role's span depends on the text's length (an ``adaptive:N`` mode)."""
+        modes = self._role_modes
+        return modes is not None and any(m.input_only_above is not None for m in (modes.query, modes.document))
 
     def get_config_dict(self) -> dict[str, Any]:
         """The saved settings; ``role_modes`` only when set, so a folder without them stays format 2."""

@@ -155,3 +155,21 @@ def test_search_keys_follow_the_role_and_its_settings(build_tiny, tmp_path):
     model[0].max_new_tokens = 3
     encoder.encode(TEXTS[:2], "document")
     assert encoder.texts_generated == 6
+
+
+def test_a_length_threshold_keys_each_text_by_what_it_gives_the_text(build_tiny, tmp_path):
+    """Under adaptive:N a text at most N tokens long is encoded as under full, one over N as input-only: the cache
+    serves both from those presets' entries (a validation sweep over N generates nothing new)."""
+    model = build_tiny(max_new_tokens=4)
+    encoder = GraceEncoder(model, cache=str(tmp_path / "c.sqlite"))
+    lengths = model[0].text_token_counts(TEXTS)
+    threshold = sorted(lengths)[len(lengths) // 2]
+    for preset in ("full", "input-only"):
+        model[0].role_modes = preset
+        encoder.encode_texts(TEXTS, None)
+    before = encoder.texts_generated
+    model[0].role_modes = f"adaptive:{threshold}"
+    served = encoder.encode_texts(TEXTS, None)
+    assert encoder.texts_generated == before, "every text was served from the two presets' entries"
+    fresh = GraceEncoder(model, cache=False).encode_texts(TEXTS, None)
+    np.testing.assert_allclose(served, fresh, atol=1e-5)
