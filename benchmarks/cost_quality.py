@@ -23,7 +23,7 @@ Writes into ``--output``: ``cost_quality.json`` (every run, the validation sweep
 each run so a killed run keeps what it finished; ``cost_quality.md`` (the table and which preset to use at which
 cost); ``cost_quality.png`` (mean nDCG@10 against seconds per text, one line per preset, the Pareto front marked).
 
-    python benchmarks/cost_quality.py --output /tmp/cq                 # default backbone, ~30-40 min on 2 cores
+    python benchmarks/cost_quality.py --output /tmp/cq                 # default backbone, ~30-40 min on 2 cores (est.)
     python benchmarks/cost_quality.py --model TINY_BACKBONE --max-queries 4 --validation-queries 4 \\
         --budgets 4 8 --output /tmp/cq-smoke                           # an end-to-end check in a few minutes
 """
@@ -41,7 +41,8 @@ import numpy as np
 
 
 PRESETS = ("input-only", "query-only", "adaptive", "full")
-"""Run order: cheapest first, so a run stopped early has the cheap end of the curve."""
+"""Measured for each budget in this order, budgets from the smallest up, so a run stopped early has every preset at
+the budgets it reached (``input-only`` needs no budget and runs once, first)."""
 BUDGETS = (16, 32, 64, 128, 256)
 
 
@@ -277,13 +278,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="GRACE folder or causal LM (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--output", type=Path, required=True, help="folder for the JSON, markdown and PNG")
-    parser.add_argument("--max-queries", type=int, default=40, help="test queries per suite task (default: 40)")
-    parser.add_argument("--validation-queries", type=int, default=40, help="validation queries per task (default: 40)")
+    parser.add_argument("--max-queries", type=int, default=30, help="test queries per suite task (default: 30)")
+    parser.add_argument("--validation-queries", type=int, default=30, help="validation queries per task (default: 30)")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="rationale budgets to measure")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS, help="presets to measure")
     parser.add_argument("--select-budget", type=int, default=64, help="budget at which adaptive's N is chosen")
     parser.add_argument("--threshold", type=int, help="use this adaptive N instead of choosing it on validation")
-    parser.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per generation batch (default: 64)")
     parser.add_argument("--max-input-tokens", type=int, help="cut texts to this many tokens (default: the model's)")
     args = parser.parse_args(argv)
     for name in ("max_queries", "validation_queries", "select_budget", "batch_size"):
@@ -311,12 +312,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["selection_seconds"] = time.perf_counter() - start
     warm_up(model)
     meter = Meter(model)
-    for preset in args.presets:
+    plan = [("input-only", None)] if "input-only" in args.presets else []
+    plan += [(p, b) for b in sorted(args.budgets) for p in args.presets if p != "input-only"]
+    for preset, budget in plan:
         name = adaptive if preset == "adaptive" else preset
-        for budget in [None] if preset == "input-only" else args.budgets:
-            report["runs"].append(measure(model, meter, name, budget, args))
-            report["total_seconds"] = time.perf_counter() - start
-            write_report(report, args.output)
+        report["runs"].append(measure(model, meter, name, budget, args))
+        report["total_seconds"] = time.perf_counter() - start
+        write_report(report, args.output)
     print(markdown(report) if report["runs"] else "no runs")
     return report
 
