@@ -2,7 +2,7 @@
 
 Every GRACE encoding costs a generation, and ``grace search`` encodes the same corpus on every call. This reads each
 text's (rationale, embedding) from :class:`~grace_st.rationale_cache.EncodingCache` under the same key as the mteb
-encoder (:class:`~grace_st.mteb_encoder.GraceEncoder`: model fingerprint, prompt, text), so a corpus encoded once,
+encoder (:class:`~grace_st.mteb_encoder.GraceEncoder`: weights, prompt, role, settings, text), so a text encoded once,
 by either, is never generated again. Texts not in the cache are encoded with ``encode_query`` / ``encode_document``
 (see :mod:`grace_st.role_encoding`) and stored, so the vectors are exactly what those return.
 """
