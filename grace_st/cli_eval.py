@@ -118,6 +118,11 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
     model = load_grace_model(location, trust_remote_code=args.trust_remote_code)
     generator = model[0]
     if args.span is not None:
+        if generator.role_modes is not None and args.preset is None:
+            raise GraceUserError(
+                f"{location} has per-role modes ({generator.role_modes.label()!r}), which choose each role's span, so "
+                "--span would change nothing. Use --preset instead (e.g. --preset input-only for no rationale)."
+            )
         generator.span = args.span
     if args.max_new_tokens is not None:
         generator.max_new_tokens = args.max_new_tokens
@@ -131,6 +136,10 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
 def run(args: argparse.Namespace) -> None:
     if args.max_queries is not None and args.max_queries < 1:
         raise GraceUserError(f"--max-queries must be a positive integer, got {args.max_queries}.")
+    if args.preset is not None:  # a misspelt preset fails before any model is loaded
+        from .modeling.role_modes import preset_modes
+
+        preset_modes(args.preset)
     tasks = resolve_tasks(args.tasks, args.benchmark, args.split, args.max_queries)
     encoder = _encoder(args, args.model)
     result = _evaluate(encoder, tasks, args)

@@ -175,3 +175,24 @@ def test_presets_are_filed_under_different_mteb_revisions(build_tiny, tmp_path):
         revisions.add(grace_model_meta(folder, name="test/grace").revision)
     assert len(revisions) == 8, revisions  # the two without modes keep their own revisions, as before
     assert "local" in revisions and any(r.startswith("local-adaptive-12-") for r in revisions)
+
+
+def test_grace_eval_refuses_a_misspelt_preset_before_loading(capsys):
+    from grace_st.cli import main as grace_main
+
+    assert grace_main(["eval", "--tasks", "GraceSuitePydocRetrieval", "--preset", "query_only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grace: error: Unknown preset 'query_only'") and "'query-only'" in err
+
+
+def test_heldout_input_mode_is_input_only_whatever_the_modes(build_tiny):
+    """The suite's no-rationale baseline must not be overridden by a model's per-role modes."""
+    from grace_st.train.heldout import suite_scores
+
+    model = build_tiny()
+    model[0].role_modes = "full"
+    scores = suite_scores(model, ("test",), max_queries=2, cache=False)
+    plain = suite_scores(build_tiny(span="input"), ("test",), max_queries=2, cache=False)
+    for name, result in plain["rationale"]["test"].items():
+        assert scores["input"]["test"][name]["score"] == result["score"]
+    assert model[0].role_modes == preset_modes("full"), "the modes are restored"
