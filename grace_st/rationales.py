@@ -12,6 +12,9 @@ from .errors import GraceUserTypeError
 from .model_ids import is_grace_model
 
 
+_ROLE_PROMPT_NAMES = ("query", "document", "passage", "corpus")
+"""Prompt names that also name a role (sentence-transformers' ``encode_query`` / ``encode_document`` names)."""
+
 CHUNK_TEXTS = 256
 """Texts per ``model.encode`` call: per-token hidden states (``token_embeddings``, ~(prompt + rationale) x hidden
 floats a text) are kept for one chunk only, so memory does not grow with the number of texts."""
@@ -51,8 +54,9 @@ def encode_with_rationales(
     those of ``model.encode``; it runs :data:`CHUNK_TEXTS` texts at a time and keeps only each text's vector and
     rationale, so peak memory is one chunk's hidden states whatever the number of texts. (Greedy rationales do not
     depend on the chunking; sampled ones, like ``encode``'s own, depend on which texts share a batch.)
-    ``prompt_name="query"`` / ``"document"`` select the stored prompts, and ``task="query"`` / ``"document"`` the
-    role mode, as ``encode_query`` / ``encode_document`` do (``task=None``: the model's default role).
+    ``prompt_name="query"`` / ``"document"`` select the stored prompts and, unless ``task`` says otherwise, the role
+    mode, as ``encode_query`` / ``encode_document`` do (``grace encode --prompt-name query`` encodes queries);
+    ``task=None`` with any other prompt name: the model's default role.
     """
     generator = model[0]
     if not is_grace_model(model):
@@ -62,6 +66,8 @@ def encode_with_rationales(
         )
     if isinstance(texts, str):
         texts = [texts]
+    if task is None and prompt_name in _ROLE_PROMPT_NAMES:
+        task = prompt_name
     chunk = max(CHUNK_TEXTS, batch_size)
     encoded: list[GraceEncoding] = []
     for start in range(0, len(texts), chunk):

@@ -196,3 +196,14 @@ def test_heldout_input_mode_is_input_only_whatever_the_modes(build_tiny):
     for name, result in plain["rationale"]["test"].items():
         assert scores["input"]["test"][name]["score"] == result["score"]
     assert model[0].role_modes == preset_modes("full"), "the modes are restored"
+
+
+def test_a_role_prompt_name_also_selects_the_role(grace_tiny):
+    """``grace encode --prompt-name document`` encodes documents, as encode_document does."""
+    from grace_st import encode_with_rationales
+
+    grace_tiny[0].role_modes = "query-only"
+    documents = encode_with_rationales(grace_tiny, TEXTS[:2], prompt_name="document")
+    queries = encode_with_rationales(grace_tiny, TEXTS[:2], prompt_name="query")
+    assert [item.rationale for item in documents] == ["", ""]
+    np.testing.assert_allclose([item.embedding for item in queries], grace_tiny.encode_query(TEXTS[:2]), atol=1e-6)
