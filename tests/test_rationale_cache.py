@@ -15,8 +15,6 @@ import pytest
 import torch
 from conftest import TEXTS
 
-from grace_st import GraceEncoder
-from grace_st.modeling.role_modes import RoleMode, RoleModes
 from grace_st.rationale_cache import EncodingCache
 
 
@@ -93,6 +91,8 @@ def test_two_processes_share_the_cache(tmp_path):
 
 def _changes(model):
     """(ingredient, change made on the same model in place): every one must change the cache key."""
+    from grace_st.modeling.role_modes import RoleMode, RoleModes  # here: spawned workers import this module
+
     generator = model[0]
 
     def weights():
@@ -121,6 +121,8 @@ def _changes(model):
 def test_every_ingredient_changed_on_the_same_encoder_is_a_miss(build_tiny, tmp_path):
     """One encoder, one cache: unchanged settings hit; each change (weights in place, prompt, role, span, layer,
     every generation setting, per-role modes) misses, so no stale vector is ever served."""
+    from grace_st import GraceEncoder
+
     model = build_tiny(max_new_tokens=4)
     encoder = GraceEncoder(model, cache=str(tmp_path / "c.sqlite"))
     texts = TEXTS[:2]
@@ -160,6 +162,8 @@ def test_search_keys_follow_the_role_and_its_settings(build_tiny, tmp_path):
 def test_a_length_threshold_keys_each_text_by_what_it_gives_the_text(build_tiny, tmp_path):
     """Under adaptive:N a text at most N tokens long is encoded as under full, one over N as input-only: the cache
     serves both from those presets' entries (a validation sweep over N generates nothing new)."""
+    from grace_st import GraceEncoder
+
     model = build_tiny(max_new_tokens=4)
     encoder = GraceEncoder(model, cache=str(tmp_path / "c.sqlite"))
     lengths = model[0].text_token_counts(TEXTS)
