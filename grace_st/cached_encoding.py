@@ -2,7 +2,7 @@
 
 Every GRACE encoding costs a generation, and ``grace search`` encodes the same corpus on every call. This reads each
 text's (rationale, embedding) from :class:`~grace_st.rationale_cache.EncodingCache` under the same key as the mteb
-encoder (:class:`~grace_st.mteb_encoder.GraceEncoder`: model fingerprint, prompt, text), so a corpus encoded once,
+encoder (:class:`~grace_st.mteb_encoder.GraceEncoder`: weights, prompt, role, settings, text), so a text encoded once,
 by either, is never generated again. Texts not in the cache are encoded with ``encode_query`` / ``encode_document``
 (see :mod:`grace_st.role_encoding`) and stored, so the vectors are exactly what those return.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from .rationale_cache import EncodingCache, entry_key, model_fingerprint
+from .rationale_cache import EncodingCache, encoding_keys
 from .role_encoding import Role, decode_rationale, encode_role, role_prompt
 
 
@@ -66,7 +66,6 @@ class CachedRoleEncoder:
 
     def __init__(self, model: SentenceTransformer, cache: EncodingCache | None, *, batch_size: int = 16) -> None:
         self.model, self.cache, self.batch_size = model, cache, batch_size
-        self._fingerprint: str | None = None
         self.texts_generated = 0  # texts encoded for real (not served by the cache); tests and messages read it
 
     def encode(self, texts: list[str], role: Role) -> list[Encoded]:
@@ -89,7 +88,4 @@ class CachedRoleEncoder:
         """Cache keys as the mteb encoder writes them; without a cache, the texts themselves (to dedupe)."""
         if self.cache is None:
             return list(texts)
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        prompt = role_prompt(self.model, role)
-        return [entry_key(self._fingerprint, prompt, text) for text in texts]
+        return encoding_keys(self.model, texts, role_prompt(self.model, role), role)

@@ -53,6 +53,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=16, help="texts per generation batch (default: 16)")
     evaluate.add_argument("--span", choices=["input_and_rationale", "rationale", "input"], help="override the span")
     evaluate.add_argument("--max-new-tokens", type=int, help="override the rationale length cap")
+    evaluate.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="per-role modes: full, query-only (documents input-only), input-only, adaptive:N (no rationale for "
+        "texts over N tokens); results are filed under a revision naming it",
+    )
     evaluate.add_argument("--no-instructions", action="store_true", help="only query/document prompts, no per-task")
     evaluate.add_argument("--no-cache", action="store_true", help="do not read or write the encoding cache")
     from .cli import add_devices, add_trust_remote_code
@@ -113,9 +119,16 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
     model = load_grace_model(location, trust_remote_code=args.trust_remote_code)
     generator = model[0]
     if args.span is not None:
+        if generator.role_modes is not None and args.preset is None:
+            raise GraceUserError(
+                f"{location} has per-role modes ({generator.role_modes.label()!r}), which choose each role's span, so "
+                "--span would change nothing. Use --preset instead (e.g. --preset input-only for no rationale)."
+            )
         generator.span = args.span
     if args.max_new_tokens is not None:
         generator.max_new_tokens = args.max_new_tokens
+    if args.preset is not None:
+        generator.role_modes = args.preset
     name = location if location and "/" in str(location) and not Path(location).exists() else None
     model.model_card_data.model_name = name or f"local/{Path(location or 'grace-default').name}"
     options = dict(use_instructions=not args.no_instructions, cache=not args.no_cache, devices=args.devices)
@@ -125,6 +138,10 @@ def _encoder(args: argparse.Namespace, location: str | None) -> Any:
 def run(args: argparse.Namespace) -> None:
     if args.max_queries is not None and args.max_queries < 1:
         raise GraceUserError(f"--max-queries must be a positive integer, got {args.max_queries}.")
+    if args.preset is not None:  # a misspelt preset fails before any model is loaded
+        from .modeling.role_modes import preset_modes
+
+        preset_modes(args.preset)
     tasks = resolve_tasks(args.tasks, args.benchmark, args.split, args.max_queries)
     encoder = _encoder(args, args.model)
     result = _evaluate(encoder, tasks, args)

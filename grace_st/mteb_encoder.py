@@ -25,7 +25,7 @@ from sentence_transformers import SentenceTransformer
 from .errors import GraceUserError
 from .model_ids import is_grace_model
 from .multi_process import check_devices
-from .rationale_cache import EncodingCache, entry_key, model_fingerprint
+from .rationale_cache import EncodingCache, encoding_keys
 
 
 class GraceEncoder(SentenceTransformerEncoderWrapper):
@@ -43,6 +43,9 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         devices: spread the texts to encode over one process per device (e.g. ``["cuda:0", "cuda:1"]`` or
             ``["cpu", "cpu"]``; sentence-transformers' multi-process pool, started on first use and stopped by
             :meth:`close` or at exit); the main process alone reads and writes the cache. Same vectors.
+        role_modes: per-role modes to encode with instead of the model's own (a preset name such as
+            ``"query-only"``, see ``RationaleGenerator``); set on the model itself. Results go under a revision
+            that names them (:func:`results_revision`), so presets never overwrite each other's.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
         cache: bool | str | os.PathLike = True,
         trust_remote_code: bool = False,
         devices: list[str] | None = None,
+        role_modes: Any = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, SentenceTransformer):
@@ -68,15 +72,18 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
                 "module is not a RationaleGenerator). Pass a folder written by `grace build` / `grace train`, or "
                 "evaluate plain sentence-transformers models with mteb.get_model directly."
             )
+        if role_modes is not None:
+            model[0].role_modes = role_modes
         if not use_instructions:
             stored = model_prompts or dict(model.prompts or {})
             model_prompts = {
                 k: v for k, v in stored.items() if k in (PromptType.query.value, PromptType.document.value)
             }
         super().__init__(model, model_prompts=model_prompts)
+        revision = results_revision(self.mteb_model_meta.revision, model[0])
+        self.mteb_model_meta = self.mteb_model_meta.model_copy(update={"revision": revision})
         self.use_instructions = use_instructions
         self.cache = None if cache is False else EncodingCache(None if cache is True else cache)
-        self._fingerprint: str | None = None
         self.texts_generated = 0  # texts encoded for real (not served by the cache); tests and logs read it
         self.devices = check_devices(devices) if devices is not None else None
         self._pool: dict[str, Any] | None = None
@@ -93,23 +100,34 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
         prompt = _resolve_prompt(self.model_prompts, task_metadata, prompt_type)
-        return self.encode_texts(texts, prompt, **kwargs)
+        return self.encode_texts(texts, prompt, role=role_for_prompt_type(prompt_type), **kwargs)
 
     def encode_texts(
-        self, texts: list[str], prompt: str | None, batch_size: int = 16, show_progress_bar: bool = False, **_: Any
+        self,
+        texts: list[str],
+        prompt: str | None,
+        batch_size: int = 16,
+        show_progress_bar: bool = False,
+        *,
+        role: str | None = None,
+        **_: Any,
     ) -> np.ndarray:
         """``(len(texts), dim)`` embeddings; cached texts are looked up, the rest encoded (each unique text once).
 
-        ``show_progress_bar``: one bar over all of ``texts``, with how many came from the cache.
+        ``show_progress_bar``: one bar over all of ``texts``, with how many came from the cache. ``role``
+        (``"query"``, ``"document"``, or None for the model's default role) selects the role mode, as
+        ``encode_query`` / ``encode_document`` do.
         """
         from .cached_encoding import encode_through_cache
         from .rationales import CHUNK_TEXTS, encode_with_rationales
 
         def encode(part: list[str]) -> list[tuple[str, np.ndarray]]:
-            kwargs = dict(prompt=prompt, batch_size=batch_size, show_progress_bar=False, pool=self._started_pool())
+            kwargs = dict(
+                prompt=prompt, batch_size=batch_size, show_progress_bar=False, pool=self._started_pool(), task=role
+            )
             return [(item.rationale, item.embedding) for item in encode_with_rationales(self.model, part, **kwargs)]
 
-        keys = [self._key(prompt, text) for text in texts] if self.cache is not None else list(texts)
+        keys = encoding_keys(self.model, texts, prompt, role) if self.cache is not None else list(texts)
         chunk = max(CHUNK_TEXTS, batch_size)
         encoded, generated = encode_through_cache(self.cache, keys, texts, encode, chunk, show_progress_bar)
         self.texts_generated += generated
@@ -133,7 +151,33 @@ class GraceEncoder(SentenceTransformerEncoderWrapper):
             self._stop()
             self._pool = None
 
-    def _key(self, prompt: str | None, text: str) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        return entry_key(self._fingerprint, prompt, text)
+
+def results_revision(revision: str | None, generator: Any) -> str | None:
+    """``revision`` with the model's per-role modes appended, so mteb keeps each preset's results apart.
+
+    mteb files results under the model's name and revision; two presets of one model would otherwise overwrite each
+    other. A model without per-role modes keeps its revision unchanged (as before they existed). The suffix is the
+    preset's name and a digest of both roles' encoding settings (so two budgets of one preset differ too).
+    """
+    return revision_with_modes(revision, generator.get_config_dict())
+
+
+def revision_with_modes(revision: str | None, settings: dict[str, Any]) -> str | None:
+    """:func:`results_revision` from saved settings (``grace_config.json``'s object, or ``get_config_dict()``)."""
+    modes = settings.get("role_modes")
+    if modes is None:
+        return revision
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    label = (modes.get("preset") or "custom").replace(":", "-")
+    return f"{revision or 'no_revision_available'}-{label}-{digest}"
+
+
+def role_for_prompt_type(prompt_type: PromptType | None) -> str | None:
+    """The GRACE role of an mteb prompt type: queries and documents by name; ``None`` (tasks with no prompt type:
+    STS, clustering, classification) stays None, which the module reads as its default role."""
+    if prompt_type is None:
+        return None
+    return "query" if PromptType(prompt_type) == PromptType.query else "document"

@@ -26,7 +26,7 @@ from mteb.models.model_meta import ScoringFunction
 
 from .errors import GraceUserError
 from .model_ids import is_grace_folder
-from .mteb_encoder import GraceEncoder
+from .mteb_encoder import GraceEncoder, revision_with_modes
 
 
 GRACE_CITATION = """@inproceedings{sun2026grace,
@@ -76,13 +76,19 @@ def _count_parameters(folder: Path) -> int | None:
 def grace_model_meta(folder: str | os.PathLike, name: str | None = None, revision: str | None = None) -> ModelMeta:
     """A ``ModelMeta`` for the saved GRACE model in ``folder`` (from its configs, weights headers and card)."""
     path = Path(folder).expanduser().resolve()
+    figures = _folder_figures(path)
     return hub_model_meta(
         name or f"local/{path.name}",
         loader=partial(_grace_loader, path=str(path)),
-        revision=revision or "local",
+        revision=revision_with_modes(revision or "local", _settings(path)),
         release_date=date.today().isoformat(),
-        **_folder_figures(path),
+        **figures,
     )
+
+
+def _settings(path: Path) -> dict[str, Any]:
+    """The folder's saved module settings (``grace_config.json``), which name its per-role modes if it has any."""
+    return json.loads((path / "grace_config.json").read_text(encoding="utf-8"))
 
 
 def _folder_figures(path: Path) -> dict[str, Any]:
@@ -117,7 +123,8 @@ def hub_snapshot_meta(repo_id: str, revision: str | None = None, token: bool | s
         snapshot = Path(snapshot_download(repo_id, revision=revision, token=token))
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, HTTP errors: all mean "cannot be had"
         raise BackboneNotFoundError.unreachable(repo_id, exc) from exc
-    return hub_model_meta(repo_id, revision=snapshot.name, **_folder_figures(snapshot))
+    figures = _folder_figures(snapshot)
+    return hub_model_meta(repo_id, revision=revision_with_modes(snapshot.name, _settings(snapshot)), **figures)
 
 
 def register(meta: ModelMeta) -> ModelMeta:

@@ -30,6 +30,7 @@ MODULE_CODE_FILES = (
     "generation.py",
     "pooling.py",
     "prompts.py",
+    "role_modes.py",
     "settings.py",
     "spans.py",
     "two_pass.py",

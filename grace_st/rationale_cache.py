@@ -1,8 +1,9 @@
 """On-disk cache of GRACE encodings, so a text is never given a rationale twice by the same model and settings.
 
 mteb encodes the same texts again and again (a corpus shared by splits and tasks, STS sentences reused across
-subsets), and every GRACE encoding costs a generation. Each entry maps a key — the model's fingerprint, the prompt,
-the generation/pooling settings and the text — to the rationale and the embedding. The store is one SQLite file:
+subsets), and every GRACE encoding costs a generation. Each entry maps a key — the weights' fingerprint, the prompt
+actually used, the role, the role's span and budget, every generation/pooling setting, and the text (see
+:func:`encoding_keys`) — to the rationale and the embedding. The store is one SQLite file:
 SQLite's own locking makes it safe for several processes at once (writes are transactions; readers never see half
 an entry). Each entry carries a checksum, so a vector changed on disk is a miss (with a warning), never a wrong
 answer. Only a damaged file is moved aside and rebuilt; a busy, full or read-only one is left alone (see
@@ -29,27 +30,55 @@ import numpy as np
 import torch
 
 
-def model_fingerprint(model: Any) -> str:
-    """A cheap digest of a GRACE model's weights and settings: changes whenever the model's vectors could.
+def weights_fingerprint(backbone: torch.nn.Module) -> str:
+    """A cheap digest of a backbone's weights that changes whenever they do, in place or not.
 
     Hashing every weight of a multi-GB model would cost more than it saves, so each tensor contributes its name,
-    shape, dtype, float64 sum and its first and last 256 values: any training step or LoRA merge changes these.
+    shape, dtype, float64 sum and its first and last 256 values: any training step or LoRA merge changes these. It is
+    recomputed on every encode call (no copy of a tensor is made), so weights changed in place are never served the
+    old model's vectors.
     """
     digest = hashlib.sha256()
-    generator = model[0]
-    digest.update(json.dumps(generator.get_config_dict(), sort_keys=True, default=str).encode())
-    digest.update(json.dumps(getattr(model, "prompts", {}), sort_keys=True).encode())
     with torch.no_grad():
-        for name, tensor in generator.model.state_dict().items():
+        for name, tensor in backbone.state_dict().items():
             flat = tensor.detach().reshape(-1)
-            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{flat.double().sum().item():.10e}".encode())
+            total = flat.sum(dtype=torch.float64).item() if flat.is_floating_point() else float(flat.sum().item())
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{total:.10e}".encode())
             sample = torch.cat([flat[:256], flat[-256:]]).float().cpu().numpy()
             digest.update(sample.tobytes())
     return digest.hexdigest()
 
 
+def encoding_keys(model: Any, texts: Sequence[str], prompt: str | None, role: str | None) -> list[str]:
+    """The cache key of each text encoded by ``model`` under ``prompt`` in ``role``, computed now.
+
+    A key covers everything that changes a vector: the weights (:func:`weights_fingerprint`), the prompt actually
+    used (the module's instruction when ``prompt`` is None), the role (even when both roles' prompts and modes are
+    equal), and the role's span, rationale budget, length threshold, layer, input cap and every decoding setting
+    (``RationaleGenerator.encoding_settings``). Under a length threshold (``adaptive:N``) each text is keyed by what
+    the threshold gives it, so a text it leaves alone shares its key with the same model without the threshold.
+    Everything is read at call time, so a setting changed on the same model or encoder afterwards is a miss, never a
+    stale vector.
+    """
+    generator = model[0]
+    weights = weights_fingerprint(generator.model)
+    used = prompt if prompt else generator.instruction
+    if generator.has_length_threshold():  # each text's own span: a threshold resolved to what it gives the text
+        per_text = [generator.encoding_settings(role, n) for n in generator.text_token_counts(list(texts))]
+    else:
+        per_text = [generator.encoding_settings(role)] * len(texts)
+    fingerprints: dict[str, str] = {}
+    keys = []
+    for settings, text in zip(per_text, texts, strict=True):
+        described = json.dumps(settings, sort_keys=True, default=str)
+        if described not in fingerprints:
+            fingerprints[described] = hashlib.sha256(json.dumps([weights, described]).encode()).hexdigest()
+        keys.append(entry_key(fingerprints[described], used, text))
+    return keys
+
+
 def entry_key(fingerprint: str, prompt: str | None, text: str) -> str:
-    """The key of one encoding: model fingerprint (which covers the settings), prompt and text."""
+    """The key of one encoding: a fingerprint (weights, role, settings; see :func:`encoding_keys`), prompt, text."""
     return hashlib.sha256(json.dumps([fingerprint, prompt, text]).encode("utf-8")).hexdigest()
 
 

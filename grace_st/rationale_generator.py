@@ -37,17 +37,30 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from .generation import GenerationSettings, end_token_ids, pad_token_id_for
     from .pooling import select_hidden_states
-    from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
-    from .settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
-    from .spans import check_span, pooled_span_mask, rationale_mask
+    from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for, tokenize_texts
+    from .role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
+    from .settings import BASE_FORMAT_VERSION, FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
+    from .spans import check_span, pooled_span_masks, rationale_mask
     from .two_pass import GeneratedBatch, generate_then_embed
 except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
     from grace_st.modeling.pooling import select_hidden_states
-    from grace_st.modeling.prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for
-    from grace_st.modeling.settings import FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
-    from grace_st.modeling.spans import check_span, pooled_span_mask, rationale_mask
+    from grace_st.modeling.prompts import (
+        DEFAULT_INSTRUCTION,
+        PromptTemplate,
+        build_prompt_batch,
+        template_for,
+        tokenize_texts,
+    )
+    from grace_st.modeling.role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
+    from grace_st.modeling.settings import (
+        BASE_FORMAT_VERSION,
+        FORMAT_VERSION,
+        MIN_LIBRARY_VERSION,
+        read_saved_settings,
+    )
+    from grace_st.modeling.spans import check_span, pooled_span_masks, rationale_mask
     from grace_st.modeling.two_pass import GeneratedBatch, generate_then_embed
 
 GenerateFn = Callable[..., GeneratedBatch]
@@ -171,6 +184,11 @@ class RationaleGenerator(InputModule):
         max_input_tokens: texts are cut to this many tokens before templating, with a warning. ``None``: 1024 (the
             reference's limit), lowered to what fits the backbone's context with the template and the rationale.
         do_sample, temperature, top_p, seed: decoding; greedy (``do_sample=False``) by default for determinism.
+        role_modes: per-role span and rationale budget (see ``modeling/role_modes.py``): a preset name
+            (``"full"``, ``"query-only"``, ``"input-only"``, ``"adaptive:N"``), a ``RoleModes``, or ``None`` (every
+            role uses ``span`` and ``max_new_tokens``, as models saved before per-role modes do). The role comes from
+            ``encode_query`` / ``encode_document`` (``task=``); texts encoded without one take the modes'
+            ``default_role`` (``"document"`` unless set).
         model_kwargs, processor_kwargs: passed to ``from_pretrained`` of the model and tokenizer.
         token_budget: a batch is cut into length-sorted groups of at most this many KV-cache slots (rows x
             (prompt + max_new_tokens)) before generation; bounds memory. Same vectors; not saved with the model.
@@ -187,6 +205,7 @@ class RationaleGenerator(InputModule):
         "temperature",
         "top_p",
         "seed",
+        "role_modes",
         "format_version",
         "min_library_version",
     ]
@@ -205,6 +224,7 @@ class RationaleGenerator(InputModule):
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        role_modes: Any = None,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
@@ -224,7 +244,8 @@ class RationaleGenerator(InputModule):
             raise GraceUserError(f"instruction must be a non-empty string, got {instruction!r}.")
         self.settings = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
         self.instruction, self.span, self.layer, self.max_input_tokens = instruction, span, layer, max_input_tokens
-        self.format_version, self.min_library_version = FORMAT_VERSION, MIN_LIBRARY_VERSION
+        self.min_library_version = MIN_LIBRARY_VERSION
+        self._role_modes = as_role_modes(role_modes, span)
         model_kwargs = {"dtype": torch.float32, **(model_kwargs or {})}
         self.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
@@ -254,6 +275,76 @@ class RationaleGenerator(InputModule):
         previous, self._span = getattr(self, "_span", None), value
         if "_templates" in vars(self):  # after __init__: the rationale's room in the context depends on the span
             self._recheck_context(lambda: setattr(self, "_span", previous))
+
+    @property
+    def role_modes(self) -> RoleModes | None:
+        """Per-role span and budget (``None``: every role as the module-wide settings); settable like ``span``.
+
+        Accepts a preset name, a ``RoleModes`` or a saved ``role_modes`` object; checked against the context.
+        """
+        return self._role_modes
+
+    @role_modes.setter
+    def role_modes(self, value: Any) -> None:
+        previous, self._role_modes = self._role_modes, as_role_modes(value, self.span)
+        self._recheck_context(lambda: setattr(self, "_role_modes", previous))
+
+    @property
+    def format_version(self) -> int:
+        """The ``grace_config.json`` format this module's settings need (the lowest that holds them)."""
+        return FORMAT_VERSION if self._role_modes is not None else BASE_FORMAT_VERSION
+
+    @property
+    def default_role(self) -> str:
+        """The role of texts encoded without one."""
+        return self._role_modes.default_role if self._role_modes is not None else DEFAULT_ROLE
+
+    def mode_for(self, role: str) -> RoleMode:
+        """The span, budget and length threshold texts of ``role`` are embedded with."""
+        if self._role_modes is None:
+            return RoleMode(self.span, self.max_new_tokens)
+        mode = self._role_modes.for_role(role)
+        if mode.max_new_tokens is None:  # the module's budget, which may change after the modes were set
+            mode = dataclasses.replace(mode, max_new_tokens=self.max_new_tokens)
+        return mode
+
+    def encoding_settings(self, role: str | None, text_tokens: int | None = None) -> dict[str, Any]:
+        """Everything besides weights, prompt and text that changes a ``role`` vector (the encoding cache's key).
+
+        With ``text_tokens`` (the text's length, :meth:`text_token_counts`), the settings that apply to that text:
+        a length threshold resolved to the span it gives, so a text a threshold leaves alone has the key it has
+        without the threshold (the same vector), and one it makes input-only has the input-only key.
+        """
+        role = role_of(role, self.default_role)
+        mode = self.mode_for(role)
+        settings = {"role": role, **mode.to_config()}
+        if text_tokens is not None:
+            settings.update(span=mode.span_for(text_tokens), input_only_above=None)
+        return {
+            **settings,
+            "layer": self.layer,
+            "max_input_tokens": self.max_input_tokens,
+            **dataclasses.asdict(self.settings),
+            "max_new_tokens": mode.max_new_tokens if settings["span"] != "input" else 0,
+        }
+
+    def text_token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens as :meth:`preprocess` counts it (after the ``max_input_tokens`` cut)."""
+        return [len(ids) for ids in tokenize_texts(self.tokenizer, list(texts), self.max_input_tokens)[0]]
+
+    def has_length_threshold(self) -> bool:
+        """Whether some role's span depends on the text's length (an ``adaptive:N`` mode)."""
+        modes = self._role_modes
+        return modes is not None and any(m.input_only_above is not None for m in (modes.query, modes.document))
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The saved settings; ``role_modes`` only when set, so a folder without them stays format 2."""
+        config = super().get_config_dict()
+        if self._role_modes is None:
+            config.pop("role_modes", None)
+        else:
+            config["role_modes"] = self._role_modes.to_config()
+        return config
 
     @property
     def max_new_tokens(self) -> int:
@@ -302,17 +393,22 @@ class RationaleGenerator(InputModule):
         context = getattr(self.model.config, "max_position_embeddings", None)
         if context is None:
             return None
-        generated = 0 if self.span == "input" else self.max_new_tokens
-        return context - len(template.prefix_ids) - len(template.suffix_ids) - generated
+        return context - len(template.prefix_ids) - len(template.suffix_ids) - self._longest_rationale()
+
+    def _longest_rationale(self) -> int:
+        """The largest rationale budget of any role that generates (0 when none does)."""
+        roles = ("query", "document") if getattr(self, "_role_modes", None) is not None else ("query",)
+        modes = [self.mode_for(role) for role in roles]
+        return max((mode.max_new_tokens for mode in modes if mode.generates()), default=0)
 
     def _check_context(self, template: PromptTemplate) -> None:
         room = self._room_for_text(template)
         if room is not None and self.max_input_tokens > room:
             context = self.model.config.max_position_embeddings
-            needed = context - room + self.max_input_tokens
+            needed, longest = context - room + self.max_input_tokens, self._longest_rationale()
             raise GraceUserError(
                 f"max_input_tokens ({self.max_input_tokens}) + prompt template ({len(template.prefix_ids)} + "
-                f"{len(template.suffix_ids)}) + max_new_tokens ({self.max_new_tokens}) = {needed} tokens exceeds the "
+                f"{len(template.suffix_ids)}) + max_new_tokens ({longest}) = {needed} tokens exceeds the "
                 f"backbone's context of {context} tokens. Lower max_input_tokens or max_new_tokens."
             )
 
@@ -323,12 +419,18 @@ class RationaleGenerator(InputModule):
             model.register_forward_hook(keep_pooled_outputs, with_kwargs=True)
             model._grace_pooled_outputs_hook = True
 
-    def preprocess(self, inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Tokenise ``inputs`` into left-padded prompts; ``prompt`` (from ``encode``) replaces the instruction."""
+    def preprocess(
+        self, inputs: list[Any], prompt: str | None = None, task: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Tokenise ``inputs`` into left-padded prompts; ``prompt`` (from ``encode``) replaces the instruction.
+
+        ``task`` (``"query"`` / ``"document"``, passed by ``encode_query`` / ``encode_document``) picks the role
+        mode ``forward`` embeds with; it is recorded in the features as ``role``, with each text's token count.
+        """
         check_texts(inputs)
-        batch = build_prompt_batch(
-            self.tokenizer, self.template(prompt or self.instruction), inputs, self.max_input_tokens, self.pad_token_id
-        )
+        role = role_of(task, self.default_role)
+        template = self.template(prompt or self.instruction)
+        batch = build_prompt_batch(self.tokenizer, template, inputs, self.max_input_tokens, self.pad_token_id)
         if batch.num_truncated:
             warnings.warn(
                 f"{batch.num_truncated} of {len(inputs)} texts are longer than max_input_tokens="
@@ -341,6 +443,8 @@ class RationaleGenerator(InputModule):
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
             "prompt_span_mask": batch.span_mask,
+            "text_tokens": batch.span_mask.sum(dim=1) - len(template.suffix_ids),
+            "role": role,
         }
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -350,28 +454,55 @@ class RationaleGenerator(InputModule):
         (what ``Pooling`` averages over), and adds ``rationale_ids`` / ``rationale_mask`` ``(B, G)``.
         """
         ids, att, prompt_span = features["input_ids"], features["attention_mask"], features["prompt_span_mask"]
-        if self.span == "input":
+        mode = self.mode_for(features.get("role") or self.default_role)
+        lengths = features.get("text_tokens")
+        spans = [mode.span] * len(ids) if lengths is None else [mode.span_for(int(n)) for n in lengths.tolist()]
+        rows = [i for i, span in enumerate(spans) if span != "input"]  # the rows that get a rationale
+        if not rows:
             rationale_ids = ids.new_zeros((ids.shape[0], 0))
             completion_mask, seq_att = rationale_ids, att
             features["token_embeddings"] = select_hidden_states(self.model, ids, att, self.layer)
         else:
-            run = _generate_fn()
-            settings, end_ids, pad, layer = self.settings, self.end_ids, self.pad_token_id, self.layer
-            generated = generate_packed(
-                lambda i, a: run(self.model, i, a, settings, end_ids, pad, layer),
-                ids,
-                att,
-                settings.max_new_tokens,
-                self.token_budget,
-                pad,
-            )
+            generated = self._generate_rows(ids, att, rows, mode.max_new_tokens)
             rationale_ids, features["token_embeddings"] = generated.rationale_ids, generated.hidden
-            completion_mask = rationale_mask(rationale_ids, end_ids)
+            completion_mask = rationale_mask(rationale_ids, self.end_ids)
+            completion_mask[[i for i in range(len(ids)) if i not in set(rows)]] = 0  # input-only rows wrote nothing
             seq_att = torch.cat([att, completion_mask], 1)
         features["sequence_mask"] = seq_att
-        features["attention_mask"] = pooled_span_mask(prompt_span, completion_mask, self.span)
+        features["attention_mask"] = pooled_span_masks(prompt_span, completion_mask, spans)
         features["rationale_ids"], features["rationale_mask"] = rationale_ids, completion_mask
         return features
+
+    def _generate_rows(
+        self, ids: torch.Tensor, att: torch.Tensor, rows: list[int], max_new_tokens: int
+    ) -> GeneratedBatch:
+        """Rationales and hidden states of ``rows`` of the batch; the other rows get their prompt's states only.
+
+        Layout as for the whole batch (``rationale_ids`` ``(B, G)``, ``hidden`` ``(B, P + G, H)``): the rows without
+        a rationale (a role mode's length threshold) hold their input-only states and padding, so each row's vector
+        is what it would be in a batch of its own kind.
+        """
+        run = _generate_fn()
+        settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
+        end_ids, pad, layer = self.end_ids, self.pad_token_id, self.layer
+
+        def generate(i: torch.Tensor, a: torch.Tensor) -> GeneratedBatch:
+            return generate_packed(
+                lambda i_, a_: run(self.model, i_, a_, settings, end_ids, pad, layer), i, a, max_new_tokens,
+                self.token_budget, pad,
+            )  # fmt: skip
+
+        if len(rows) == len(ids):
+            return generate(ids, att)
+        chosen = torch.tensor(rows, device=ids.device)
+        others = torch.tensor([i for i in range(len(ids)) if i not in set(rows)], device=ids.device)
+        part = generate(ids[chosen], att[chosen])
+        hidden = part.hidden.new_zeros((len(ids), *part.hidden.shape[1:]))
+        hidden[chosen] = part.hidden
+        hidden[others, : ids.shape[1]] = select_hidden_states(self.model, ids[others], att[others], layer)
+        rationale_ids = part.rationale_ids.new_full((len(ids), part.rationale_ids.shape[1]), pad)
+        rationale_ids[chosen] = part.rationale_ids
+        return GeneratedBatch(rationale_ids=rationale_ids, hidden=hidden)
 
     def decode_rationale(self, rationale_ids: torch.Tensor, rationale_mask: torch.Tensor) -> str:
         """Text of one rationale (end and padding tokens dropped)."""

@@ -12,6 +12,9 @@ from .errors import GraceUserTypeError
 from .model_ids import is_grace_model
 
 
+_ROLE_PROMPT_NAMES = ("query", "document", "passage", "corpus")
+"""Prompt names that also name a role (sentence-transformers' ``encode_query`` / ``encode_document`` names)."""
+
 CHUNK_TEXTS = 256
 """Texts per ``model.encode`` call: per-token hidden states (``token_embeddings``, ~(prompt + rationale) x hidden
 floats a text) are kept for one chunk only, so memory does not grow with the number of texts."""
@@ -47,6 +50,7 @@ def encode_with_rationales(
     *,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    task: str | None = None,
     batch_size: int = 16,
     show_progress_bar: bool | None = None,
     pool: dict[str, Any] | None = None,
@@ -57,8 +61,10 @@ def encode_with_rationales(
     vectors are exactly those of ``model.encode``; the module hands back only the pooled vector and the rationale
     ids (no per-token hidden states), and texts go :data:`CHUNK_TEXTS` at a time, so memory does not grow with the
     number of texts. (Greedy rationales do not depend on the chunking; sampled ones, like ``encode``'s own, depend
-    on which texts share a batch.) ``prompt_name="query"`` / ``"document"`` select the stored prompts, as in
-    ``encode_query`` / ``encode_document``. ``pool``: a pool from ``model.start_multi_process_pool(devices)``
+    on which texts share a batch.) ``prompt_name="query"`` / ``"document"`` select the stored prompts and, unless
+    ``task`` says otherwise, the role mode, as ``encode_query`` / ``encode_document`` do (``grace encode
+    --prompt-name query`` encodes queries); ``task=None`` with any other prompt name: the model's default role.
+    ``pool``: a pool from ``model.start_multi_process_pool(devices)``
     spreads each chunk over its processes (sentence-transformers' multi-process encoding; same vectors).
     """
     generator = model[0]
@@ -69,6 +75,8 @@ def encode_with_rationales(
         )
     if isinstance(texts, str):
         texts = [texts]
+    if task is None and prompt_name in _ROLE_PROMPT_NAMES:
+        task = prompt_name
     chunk = max(CHUNK_TEXTS, batch_size)
     encoded: list[GraceEncoding] = []
     for start in range(0, len(texts), chunk):
@@ -82,6 +90,7 @@ def encode_with_rationales(
             output_value=None,
             pool=pool,
             chunk_size=_pool_chunk(len(part), pool),
+            task=task,
             **pooled_only(model),
         )
         encoded += [

@@ -153,9 +153,14 @@ def _bar_off(show_progress_bar: bool | None) -> bool | None:
 
 def _manifest(model: SentenceTransformer, prompt_name: str | None) -> dict[str, Any]:
     """What must match for a rerun to continue an output: the model (weights, settings, prompts) and the prompt."""
-    from .rationale_cache import model_fingerprint
+    import hashlib
 
-    return {"model": model_fingerprint(model), "prompt_name": prompt_name}
+    from .rationale_cache import weights_fingerprint
+
+    generator = model[0]
+    settings = json.dumps([generator.get_config_dict(), model.prompts or {}], sort_keys=True, default=str)
+    digest = hashlib.sha256((weights_fingerprint(generator.model) + settings).encode("utf-8")).hexdigest()
+    return {"model": digest, "prompt_name": prompt_name}
 
 
 def _stdout_sink(lines: list[str]) -> None:

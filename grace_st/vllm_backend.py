@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from .errors import GraceUserError
 from .modeling.pooling import embed_sequences
 from .modeling.prompts import build_prompt_batch
 from .modeling.spans import pooled_span_mask, rationale_mask
@@ -104,6 +105,12 @@ def encode_with_vllm(
         batch_size: texts pooled per forward of the Hugging Face backbone (vLLM schedules generation itself).
     """
     generator = model[0]
+    if generator.role_modes is not None:
+        raise GraceUserError(
+            f"vLLM encoding does not apply per-role modes yet, and this model has role_modes="
+            f"{generator.role_modes.label()!r}. Encode with model.encode_query / model.encode_document, or set "
+            "model[0].role_modes = None to encode every text with the module-wide span and budget."
+        )
     check_texts(texts)
     template = generator.template(prompt or generator.instruction)
     pad, end_ids = generator.pad_token_id, generator.end_ids

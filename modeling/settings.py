@@ -14,14 +14,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from .role_modes import RoleModes
+
 
 try:
     from grace_st.errors import GraceUserError
 except ImportError:  # a folder's own copy, loaded without the library
     GraceUserError = ValueError  # type: ignore[misc,assignment]
 
-FORMAT_VERSION = 2
-"""Version of ``grace_config.json``; bumped when a key is added or changes meaning. 2 added ``min_library_version``."""
+FORMAT_VERSION = 3
+"""Version of ``grace_config.json``; bumped when a key is added or changes meaning. 2 added ``min_library_version``,
+3 ``role_modes`` (per-role span and rationale budget, see ``role_modes.py``). A folder is written with the lowest
+version that holds its settings: one without per-role modes is still format 2, so an older grace-st keeps loading it,
+and one with them is format 3, which an older grace-st refuses (it would otherwise drop the modes and encode every
+role the same way)."""
+
+BASE_FORMAT_VERSION = 2
+"""The version of a folder that uses no key added after it (see :data:`FORMAT_VERSION`)."""
 
 MIN_LIBRARY_VERSION = "0.2.0.dev0"
 """Oldest grace-st that reads this format, and whose single pass a folder's own module may call."""
@@ -36,6 +45,7 @@ SAVED_SETTINGS: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
     "top_p": (int, float),
     "seed": (int, type(None)),
+    "role_modes": (dict, type(None)),
     "format_version": (int,),
     "min_library_version": (str,),
 }
@@ -80,6 +90,8 @@ def read_saved_settings(config: dict[str, Any], source: str) -> dict[str, Any]:
             "saved by a newer grace-st. Upgrade grace-st to load it."
         )
     _check_library_version(config.get("min_library_version"), source)
+    if config.get("role_modes") is not None:
+        RoleModes.from_config(config["role_modes"], f"{source}: role_modes")
     return {key: value for key, value in config.items() if key not in ("format_version", "min_library_version")}
 
 

@@ -62,3 +62,22 @@ def pooled_span_mask(prompt_span_mask: torch.Tensor, completion_mask: torch.Tens
     if span == "rationale":
         return torch.cat([torch.zeros_like(prompt_span_mask), completion_mask], dim=1)
     return torch.cat([prompt_span_mask, completion_mask], dim=1)  # input_and_rationale
+
+
+def pooled_span_masks(
+    prompt_span_mask: torch.Tensor, completion_mask: torch.Tensor, spans: Sequence[str]
+) -> torch.Tensor:
+    """:func:`pooled_span_mask` with a span per row (a role mode may embed some rows of a batch input-only).
+
+    Rows whose span is ``input`` pool their prompt part only, whatever was generated for them; the mask always spans
+    ``[prompt | rationale]``. With one span other than ``input`` for every row this is :func:`pooled_span_mask`.
+    """
+    if len(set(spans)) == 1 and spans[0] != "input":
+        return pooled_span_mask(prompt_span_mask, completion_mask, spans[0])
+    rows = []
+    for i, span in enumerate(spans):
+        if span == "input":
+            rows.append(torch.cat([prompt_span_mask[i], torch.zeros_like(completion_mask[i])]))
+        else:
+            rows.append(pooled_span_mask(prompt_span_mask[i : i + 1], completion_mask[i : i + 1], span)[0])
+    return torch.stack(rows)

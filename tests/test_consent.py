@@ -144,9 +144,10 @@ def test_bad_settings_file_ends_in_one_line_on_the_command_line(folders, capsys)
 
 
 def test_settings_that_are_saved_round_trip(grace_tiny, tmp_path):
-    """Every saved key is accepted with its own type (a float temperature, a null seed)."""
+    """Every saved key is accepted with its own type (a float temperature, a null seed, per-role modes)."""
     from grace_st.modeling.settings import SAVED_SETTINGS, read_saved_settings
 
+    grace_tiny[0].role_modes = "query-only"  # role_modes is saved only when set
     saved = grace_tiny[0].get_config_dict()
     assert set(saved) == set(SAVED_SETTINGS)
     recorded = ("format_version", "min_library_version")  # checked when read, not constructor arguments

@@ -179,10 +179,13 @@ def test_a_run_with_the_curve_plots_it_into_the_card_summary_and_push(tiny_backb
         *run_module.parse_args(suite_argv(tiny_backbone, data_file, out, heldout_eval_max_queries=2, **overrides))
     )
     curve = summary["validation_curve"]
-    assert [point["step"] for point in curve] == [1, 2] and len(curve[0]["per_task"]) == 3
+    assert [point["step"] for point in curve] == [0, 1, 2] and len(curve[0]["per_task"]) == 3
     assert all(0 <= point["mean"] <= 1 for point in curve)
+    # step 0 is the untrained model in the run's own mode on the same validation queries as the base's scoring
+    base = json.loads((out / "checkpoints" / "base_score.json").read_text())["suite"]["rationale"]["validation"]
+    assert curve[0]["per_task"] == pytest.approx({name: task["score"] for name, task in base.items()})
     assert json.loads((out / "train_summary.json").read_text())["validation_curve"] == curve
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     card = (out / "README.md").read_text()
-    assert "](learning_curve.png)" in card and f"{curve[1]['mean']:.4f} at step 2." in card
+    assert "](learning_curve.png)" in card and f"{curve[2]['mean']:.4f} at step 2." in card
     assert "learning_curve.png" in {op.path_in_repo for op in _operations(out, "me/run")}

@@ -13,8 +13,10 @@ from conftest import TEXTS
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from grace_st import build_grace_model
+from grace_st.errors import GraceUserError
 from grace_st.modeling.generation import end_token_ids, generate_rationales
 from grace_st.modeling.prompts import build_prompt_batch
+from grace_st.modeling.role_modes import RoleMode
 from grace_st.rationale_generator import two_pass_generation
 from grace_st.train.config import GraceConfig
 from grace_st.train.policy_embedding import PolicyEmbedder
@@ -219,3 +221,62 @@ def test_rollouts_run_the_policy_with_its_lora_adapter(ending_backbone, tmp_path
         without = embedder.embed(policy, texts, "document", written.completion_ids)
     assert not torch.allclose(written.embeddings, without, atol=1e-3), "the adapter is active"
     assert all("forward" not in vars(module) for module in policy.modules()), "packed forwards are removed"
+
+
+def test_rollouts_and_anchors_embed_each_role_as_the_encoder_does(ending_backbone, tmp_path):
+    """Per-role modes in training: documents (rollouts, negatives) and queries (anchors) get their role's span,
+    budget and length threshold, giving the vectors encode_document / encode_query give with the same modes."""
+    from grace_st.modeling.role_modes import RoleModes
+
+    tokenizer = AutoTokenizer.from_pretrained(ending_backbone)
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in TEXTS]
+    threshold = sorted(lengths)[len(lengths) // 2]
+    modes = RoleModes(RoleMode("rationale", max_new_tokens=3), RoleMode(input_only_above=threshold), preset="custom")
+    rollouts, model, end_ids = _rollouts(ending_backbone, tmp_path, temperature=0.8, role_modes=modes.to_config())
+    encoder = build_grace_model(
+        str(ending_backbone), device="cpu", max_new_tokens=8, max_input_tokens=64, do_sample=True, temperature=0.8,
+        role_modes=modes,
+    )  # fmt: skip
+    for seed, text in enumerate(TEXTS):
+        encoder[0].settings = dataclasses.replace(encoder[0].settings, seed=seed)
+        for role, encode in (("document", encoder.encode_document), ("query", encoder.encode_query)):
+            with two_pass_generation():
+                out = encode([text], output_value=None)[0]
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                (written,) = rollouts.write(model, [Part([text], role, rollouts.rollout_settings)], end_ids)
+            assert torch.allclose(written.embeddings[0], out["sentence_embedding"], atol=1e-5), (role, text)
+            if role == "query":
+                assert out["rationale_ids"][out["rationale_mask"].bool()].tolist() == written.completion_ids[0]
+                assert len(written.completion_ids[0]) <= 3, "the query budget caps what GRPO sees too"
+    assert {length > threshold for length in lengths} == {True, False}, "both sides of the threshold were checked"
+
+
+def test_training_role_modes_that_cannot_train_are_refused(tmp_path):
+    base = dict(output_dir=str(tmp_path), max_completion_length=8, report_to="none")
+    with pytest.raises(GraceUserError, match=r"embeds documents input-only, but GRACE's rollouts are rationales"):
+        GraceConfig(**base, role_modes="query-only")
+    with pytest.raises(GraceUserError, match=r"Unknown preset 'fastest'"):
+        GraceConfig(**base, role_modes="fastest")
+    with pytest.raises(GraceUserError, match=r"not supported with contrastive_weight > 0"):
+        GraceConfig(**base, role_modes="full", contrastive_weight=1.0)
+    assert GraceConfig(**base, role_modes="null").grace_role_modes() is None
+    assert GraceConfig(**base, role_modes="adaptive:40").grace_role_mode("query") == RoleMode(
+        "input_and_rationale", 8, 40
+    )
+
+
+def test_the_trained_model_carries_the_runs_role_modes(tiny_backbone, tmp_path):
+    from grace_st.modeling.role_modes import preset_modes
+    from grace_st.train.export import grace_model_from_policy
+
+    args = GraceConfig(
+        output_dir=str(tmp_path),
+        max_completion_length=8,
+        max_input_tokens=64,
+        report_to="none",
+        role_modes="adaptive:40",
+    )
+    policy = AutoModelForCausalLM.from_pretrained(tiny_backbone)
+    model = grace_model_from_policy(policy, AutoTokenizer.from_pretrained(tiny_backbone), args, tmp_path / "work")
+    assert model[0].role_modes == preset_modes("adaptive:40") and model[0].max_new_tokens == 8

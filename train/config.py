@@ -17,6 +17,7 @@ from trl import GRPOConfig
 
 from ..errors import GraceUserError
 from ..modeling.prompts import DEFAULT_INSTRUCTION
+from ..modeling.role_modes import PRESETS, RoleMode, RoleModes, as_role_modes
 from ..modeling.spans import SPANS
 from .rewards import REWARD_VARIANTS, RewardWeights
 
@@ -47,6 +48,11 @@ class GraceConfig(GRPOConfig):
         instruction / query_prompt / document_prompt: the system prompts; queries use ``query_prompt`` and documents
             ``document_prompt`` when set, else ``instruction``. They are saved as the model's prompts.
         pooled_span / pooled_layer: what the embedding averages (same meaning as the encoder's ``span``/``layer``).
+        role_modes: per-role modes, the encoder's (a preset name: ``full``, ``query-only``, ``input-only``,
+            ``adaptive:N``; or a saved ``role_modes`` object): the rollouts (documents), the negative anchors
+            (documents) and the query anchors are embedded with their role's span, rationale budget (default
+            ``max_completion_length``) and length threshold, exactly as the saved model will encode them, and the
+            saved model carries the modes. ``None`` (default): every role as ``pooled_span``, as before.
         max_input_tokens: texts are cut to this many tokens before templating, exactly as the encoder does.
         heldout_eval / heldout_eval_queries: score the model before and after training on a held-out task
             (``"wordnet"``: retrieval of WordNet definitions from example sentences, nDCG@10; ``"suite"``: the
@@ -83,6 +89,9 @@ class GraceConfig(GRPOConfig):
     document_prompt: str | None = field(default=None, metadata=_help("System prompt for documents."))
     pooled_span: str = field(default="input_and_rationale", metadata=_help(f"One of {SPANS}."))
     pooled_layer: int = field(default=-1, metadata=_help("Hidden-state layer that is pooled (-1: last)."))
+    role_modes: str | None = field(
+        default=None, metadata=_help(f"Per-role modes, a preset: one of {PRESETS} (null: pooled_span for all).")
+    )
     max_input_tokens: int = field(default=1024, metadata=_help("Texts are cut to this many tokens."))
     heldout_eval: str | None = field(
         default=None, metadata=_help(f"Held-out task scored before/after: {HELDOUT_EVALS}")
@@ -194,6 +203,48 @@ class GraceConfig(GRPOConfig):
             )
         self._validate_suite_fields()
         self._validate_learning_curve_fields()
+        self._validate_role_modes()
+
+    def _validate_role_modes(self) -> None:
+        """Per-role modes a GRPO run can train: the rollouts are documents, so documents must get a rationale."""
+        if isinstance(self.role_modes, str) and self.role_modes.lower() in ("", "none", "null"):
+            self.role_modes = None  # as typed on a command line
+        modes = self.grace_role_modes()
+        if modes is None:
+            return
+        if not modes.document.generates():
+            raise GraceUserError(
+                f"role_modes={modes.label()!r} embeds documents input-only, but GRACE's rollouts are rationales for "
+                "the documents: their reward could not depend on the rationale, so nothing would be trained. Train "
+                "with 'full' (or an 'adaptive:N' preset) and set the model's role_modes to 'query-only' after "
+                "training, or leave role_modes unset."
+            )
+        for role in ("query", "document"):
+            budget = modes.for_role(role).max_new_tokens
+            if budget is not None and budget > self.max_completion_length:
+                raise GraceUserError(
+                    f"role_modes gives {role}s a rationale budget of {budget} tokens, more than "
+                    f"max_completion_length={self.max_completion_length}; raise max_completion_length or lower it."
+                )
+        unsupported = {"contrastive_weight > 0": self.contrastive_weight > 0, "use_vllm": bool(self.use_vllm)}
+        for name, used in unsupported.items():
+            if used:
+                raise GraceUserError(
+                    f"role_modes is not supported with {name} yet (that path pools every role with pooled_span). "
+                    "Leave role_modes unset for this run, or turn the option off."
+                )
+
+    def grace_role_modes(self) -> RoleModes | None:
+        """The per-role modes (``None``: every role pooled as ``pooled_span``); raises on an unknown preset."""
+        return as_role_modes(self.role_modes, self.pooled_span)
+
+    def grace_role_mode(self, role: str) -> RoleMode:
+        """The span, budget and length threshold a ``role`` text is embedded with during training."""
+        modes = self.grace_role_modes()
+        mode = RoleMode(self.pooled_span) if modes is None else modes.for_role(role)
+        if mode.max_new_tokens is None:
+            mode = RoleMode(mode.span, self.max_completion_length, mode.input_only_above)
+        return mode
 
     def _validate_suite_fields(self) -> None:
         """The held-out suite block's fields."""

@@ -36,7 +36,8 @@ def grace_model_from_policy(
     """An in-memory GRACE model on ``policy``'s weights with the training run's prompts and pooling settings.
 
     The saved encoder generates with the settings it was trained with (the paper: "the same generation and pooling
-    configurations as training"), except that decoding is greedy so vectors are deterministic.
+    configurations as training"), per role when ``role_modes`` is set, except that decoding is greedy so vectors are
+    deterministic.
     """
     backbone = Path(workdir) / "backbone"
     merged_policy(policy).save_pretrained(backbone)
@@ -49,6 +50,7 @@ def grace_model_from_policy(
         layer=args.pooled_layer,
         max_new_tokens=args.max_completion_length,
         max_input_tokens=args.max_input_tokens,
+        role_modes=args.grace_role_modes(),  # the per-role modes the rollouts were embedded with
     )
 
 

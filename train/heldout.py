@@ -89,8 +89,8 @@ def suite_scores(
 ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
     """``mode -> split -> task -> {"metric", "score", "per_query"}`` for the suite's tasks, in both :data:`MODES`.
 
-    ``rationale`` is the model as configured; ``input`` is the same model with span ``"input"`` (no generation).
-    The model's span is restored afterwards.
+    ``rationale`` is the model as configured (its per-role modes included); ``input`` is the same model with span
+    ``"input"`` and no per-role modes (no generation for any role). The model's span and modes are restored afterwards.
     """
     import mteb
 
@@ -98,11 +98,12 @@ def suite_scores(
     from ..suite_tasks import suite_tasks
 
     generator = model[0]
-    own_span = generator.span
+    own_span, own_modes = generator.span, generator.role_modes
     scores: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     try:
         for mode in MODES:
             generator.span = own_span if mode == "rationale" else "input"
+            generator.role_modes = own_modes if mode == "rationale" else None  # modes would override the span
             encoder = GraceEncoder(model, cache=cache)  # a new fingerprint for the new span
             scores[mode] = {}
             for split in splits:
@@ -120,7 +121,7 @@ def suite_scores(
                     for task in tasks
                 }
     finally:
-        generator.span = own_span
+        generator.span, generator.role_modes = own_span, own_modes
     return scores
 
 

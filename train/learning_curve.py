@@ -44,15 +44,21 @@ ScoreFn = Callable[[SentenceTransformer], dict[str, float]]
 """Scores a GRACE model: task name -> score (the default: :func:`validation_scores` on the suite)."""
 
 
-def validation_scores(model: SentenceTransformer, max_queries: int, batch_size: int = 64) -> dict[str, float]:
-    """nDCG@10 of ``model`` on each of the suite's validation tasks, in the model's own mode, without the cache."""
+def validation_scores(
+    model: SentenceTransformer, max_queries: int, batch_size: int = 64, cache: bool = False
+) -> dict[str, float]:
+    """nDCG@10 of ``model`` on each of the suite's validation tasks, in the model's own mode.
+
+    Without the encoding cache by default: during training the weights change between evaluations, so cached vectors
+    would never be reused. The curve's start (:func:`curve_start`) is the exception.
+    """
     import mteb
 
     from ..mteb_encoder import GraceEncoder
     from ..suite_tasks import suite_tasks
 
     tasks = suite_tasks("validation", max_queries)
-    encoder = GraceEncoder(model, cache=False)
+    encoder = GraceEncoder(model, cache=cache)
     result = mteb.evaluate(
         encoder, tasks, cache=None, show_progress_bar=False, encode_kwargs={"batch_size": batch_size}
     )
@@ -96,10 +102,24 @@ def score_policy(policy: Any, tokenizer: Any, args: GraceConfig, score_fn: Score
     return scores
 
 
+def curve_start(model: SentenceTransformer, args: GraceConfig) -> dict[str, Any]:
+    """The curve's step-0 point: the untrained model, in the run's own mode, on the curve's validation queries.
+
+    Without it the curve starts after ``eval_steps`` of training and does not show how far training moved the
+    validation score. It is scored right after the base's held-out scoring, through the encoding cache: the curve's
+    queries are a prefix of the base's validation queries and their documents a subset of its documents, so every
+    encoding is already there (when ``learning_curve_max_queries <= heldout_eval_max_queries``) and the point costs
+    seconds. The random streams are restored, so training is the same with or without it.
+    """
+    with preserved_rng():
+        scores = validation_scores(model, args.learning_curve_max_queries, args.heldout_eval_batch_size, cache=True)
+    return {"step": 0, "mean": sum(scores.values()) / max(1, len(scores)), "per_task": scores}
+
+
 class LearningCurve(TrainerCallback):
-    """Scores the validation tasks at every step that is a multiple of ``eval_steps`` (not at step 0: the untrained
-    base is scored before training anyway), except a step where training stops early (a signal, the time budget):
-    a signalled job may have seconds left for its checkpoint, and a spent budget is spent.
+    """Scores the validation tasks at every step that is a multiple of ``eval_steps`` (step 0, the untrained model,
+    is :func:`curve_start`, scored before training with the base), except a step where training stops early (a
+    signal, the time budget): a signalled job may have seconds left for its checkpoint, and a spent budget is spent.
 
     Args:
         trainer: the :class:`~grace_st.train.trainer.GraceGRPOTrainer` it is added to (``trainer.add_callback``);

@@ -6,7 +6,12 @@ The encoder's single pass (``modeling/single_pass.py``) samples exactly as ``gen
 hidden states off the generation itself, so one call writes and embeds the rollouts and the anchors: no second
 ``generate`` for anchors and no separate forward to embed them. Prompt ids, template, truncation and the pooled span
 are the encoder's (``build_prompt_batch``, ``pooled_span_mask``), so the reward scores a rationale with the vector the
-saved model would give it; a test holds the two equal.
+saved model would give it; a test holds the two equal. With per-role modes (``GraceConfig.role_modes``) each text is
+embedded with its role's span, budget and length threshold, as the saved model encodes that role: the rollouts and
+the negative anchors as documents, the query anchors as queries. A role budget below ``max_completion_length`` cuts
+that role's rationales after generation (a causal model's first ``n`` tokens and their states do not depend on what
+follows, so this is what generating with the smaller budget gives), and a rollout its role embeds input-only (a
+document over the length threshold) gets the same vector for every rationale, hence no advantage and no gradient.
 
 TRL calls ``rollout_func(prompts, trainer)`` with this process's prompts (each repeated ``num_generations`` times in a
 row) and nothing else, so each prompt carries its example's query and negative (``data.prompt_message``). It returns
@@ -62,7 +67,7 @@ from ..modeling.generation import GenerationSettings, end_token_ids
 from ..modeling.pooling import masked_mean
 from ..modeling.prompts import build_prompt_batch
 from ..modeling.single_pass import RowGroup, generate_with_hidden_states
-from ..modeling.spans import pooled_span_mask, rationale_mask
+from ..modeling.spans import pooled_span_masks, rationale_mask
 from .config import GraceConfig
 from .data import prompt_fields
 from .policy_embedding import PolicyEmbedder, decoder_of
@@ -283,8 +288,11 @@ class GraceRollouts:
             policy, ids.to(device), mask.to(device), parts[0].settings, end_ids, embedder.pad_token_id,
             embedder.layer, logprobs=True, groups=groups,
         )  # fmt: skip
+        spans, budgets = self._row_modes(parts, batches)
         completion = rationale_mask(out.rationale_ids, end_ids)
-        span = pooled_span_mask(prompt_span.to(device), completion, embedder.span)
+        steps = torch.arange(completion.shape[1], device=completion.device)
+        completion = completion * (steps[None, :] < torch.tensor(budgets, device=completion.device)[:, None]).long()
+        span = pooled_span_masks(prompt_span.to(device), completion, spans)
         embeddings = F.normalize(masked_mean(out.hidden.float(), span), p=2, dim=-1)
         lengths = completion.sum(dim=1).tolist()
         completion_ids = [row[:n] for row, n in zip(out.rationale_ids.tolist(), lengths, strict=True)]
@@ -300,13 +308,25 @@ class GraceRollouts:
             bounds.append(bounds[-1] + len(part.texts))
         return [written.rows(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    def _row_modes(self, parts: list[Part], batches: list[Any]) -> tuple[list[str], list[int]]:
+        """Each row's pooled span and rationale budget, from its part's role mode and its text's length."""
+        spans, budgets = [], []
+        for part, batch in zip(parts, batches, strict=True):
+            mode = self.args.grace_role_mode(part.role)
+            suffix = len(self.embedder.templates[part.role].suffix_ids)
+            for tokens in (batch.span_mask.sum(dim=1) - suffix).tolist():
+                spans.append(mode.span_for(int(tokens)))
+                budgets.append(mode.max_new_tokens or self.args.max_completion_length)
+        return spans, budgets
+
     def _anchor_parts(self, examples: list[dict[str, str]], stream: torch.Generator | None) -> list[Part]:
         """One anchor per example and role; the query's and the negative's share a part when their prompts do."""
         settings = self.anchor_settings
         if self.args.objective == "unsupervised":
             return [Part([e["text"] for e in examples], "document", settings, stream)]
         queries, negatives = [e["query"] for e in examples], [e["negative"] for e in examples]
-        if self.embedder.templates["query"] == self.embedder.templates["document"]:
+        same_mode = self.args.grace_role_mode("query") == self.args.grace_role_mode("document")
+        if same_mode and self.embedder.templates["query"] == self.embedder.templates["document"]:
             return [Part(queries + negatives, "query", settings, stream)]
         return [Part(queries, "query", settings, stream), Part(negatives, "document", settings, stream)]
 

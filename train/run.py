@@ -30,7 +30,7 @@ from .console import LOG_FILE, GraceProgress, summary_table
 from .data import load_source, prepare_dataset
 from .export import grace_model_from_policy, save_trained_model
 from .graceful_stop import GracefulStop
-from .learning_curve import LearningCurve
+from .learning_curve import LearningCurve, curve_start
 from .output_dir import (
     CHECKPOINTS,
     check_output_dir,
@@ -111,6 +111,7 @@ def run_training(script_args: GraceScriptArguments, args: GraceConfig, model_arg
 def _train(
     script_args: GraceScriptArguments, args: GraceConfig, model_args: ModelConfig, output_dir: Path, resume: str | None
 ) -> dict[str, Any]:
+    from .heldout import heldout_score
     from .trainer import GraceGRPOTrainer
 
     started = time.time()
@@ -126,7 +127,11 @@ def _train(
 
     if args.heldout_eval and resume is None and main_process:
         with tempfile.TemporaryDirectory() as workdir:
-            _remember_base_score(output_dir / CHECKPOINTS, _score(policy, tokenizer, args, workdir))
+            base_model = grace_model_from_policy(policy, tokenizer, args, workdir)
+            _remember(output_dir / CHECKPOINTS, BASE_SCORE, heldout_score(base_model, args, stage="base"))
+            if args.learning_curve:
+                _remember(output_dir / CHECKPOINTS, CURVE_START, curve_start(base_model, args))
+            del base_model
     args.distributed_state.wait_for_everyone()
     stop = GracefulStop()
     trainer = GraceGRPOTrainer(
@@ -170,12 +175,6 @@ def _quiet_console(trainer: Any, log_path: Path) -> None:
     trainer.add_callback(GraceProgress(log_path))
 
 
-def _score(policy: Any, tokenizer: Any, args: GraceConfig, workdir: str) -> dict[str, Any]:
-    from .heldout import heldout_score
-
-    return heldout_score(grace_model_from_policy(policy, tokenizer, args, workdir), args, stage="base")
-
-
 def _finish(
     policy: Any,
     tokenizer: Any,
@@ -192,7 +191,7 @@ def _finish(
     from ..published_files import public_name
     from .heldout import heldout_examples, heldout_score
 
-    base = _previous_base_score(output_dir / CHECKPOINTS) if args.heldout_eval else None
+    base = _remembered(output_dir / CHECKPOINTS, BASE_SCORE) if args.heldout_eval else None
     with tempfile.TemporaryDirectory() as workdir:
         model = grace_model_from_policy(policy, tokenizer, args, workdir)
         trained = heldout_score(model, args) if args.heldout_eval else None
@@ -213,20 +212,27 @@ def _finish(
         card.grace_training = card_training_record(
             args, script_args.dataset_name, location, base, trained, curve, summary
         )
-        plot = _learning_curve(log_history or [], args, summary, card.grace_training, workdir)
+        start = _remembered(output_dir / CHECKPOINTS, CURVE_START) if args.learning_curve else None
+        plot = _learning_curve(log_history or [], args, summary, card.grace_training, workdir, start)
         save_trained_model(model, output_dir, summary, extra_files=plot)
     return summary
 
 
 def _learning_curve(
-    log_history: list[dict[str, Any]], args: GraceConfig, summary: dict, record: dict, workdir: str
+    log_history: list[dict[str, Any]],
+    args: GraceConfig,
+    summary: dict,
+    record: dict,
+    workdir: str,
+    start: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """The validation curve into the summary and card record; the plot (rewards, and validation if scored) to
-    ``workdir``, linked from the card. Returns the files to save beside the model."""
+    """The validation curve (from ``start``, the untrained model's point, when it was scored) into the summary and
+    card record; the plot (rewards, and validation if scored) to ``workdir``, linked from the card. Returns the files
+    to save beside the model."""
     from .curve_plot import LEARNING_CURVE_PNG, plot_learning_curve, reward_points
     from .learning_curve import validation_points
 
-    points = validation_points(log_history) if args.learning_curve else []
+    points = ([start] if start else []) + validation_points(log_history) if args.learning_curve else []
     if args.learning_curve:
         summary["validation_curve"] = record["validation_curve"] = points
     plot = plot_learning_curve(reward_points(log_history), points, Path(workdir) / LEARNING_CURVE_PNG)
@@ -254,14 +260,19 @@ def _hub_id(name: str | None) -> str | None:
     return name
 
 
-def _remember_base_score(checkpoint_dir: Path, base: dict[str, Any]) -> None:
-    """Kept beside the checkpoints so that a resumed run reports the same untrained score without recomputing it."""
+BASE_SCORE = "base_score.json"
+CURVE_START = "curve_start.json"
+"""The untrained model's held-out scores and its learning-curve point, kept beside the checkpoints."""
+
+
+def _remember(checkpoint_dir: Path, name: str, scores: dict[str, Any]) -> None:
+    """Kept beside the checkpoints so that a resumed run reports the same untrained scores without recomputing them."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / "base_score.json").write_text(json.dumps(base), encoding="utf-8")
+    (checkpoint_dir / name).write_text(json.dumps(scores), encoding="utf-8")
 
 
-def _previous_base_score(checkpoint_dir: Path) -> dict[str, Any] | None:
-    marker = checkpoint_dir / "base_score.json"
+def _remembered(checkpoint_dir: Path, name: str) -> dict[str, Any] | None:
+    marker = checkpoint_dir / name
     return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
 
 
