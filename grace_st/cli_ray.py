@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     from .atomic import atomic_directory
     from .errors import GraceUserError
-    from .ray_encoding import encode_dataset, read_texts_dataset, start_local_ray
+    from .ray_encoding import IO_TASK_CPUS, encode_dataset, read_texts_dataset, start_local_ray
 
     for name in ("actors", "batch_size", "max_new_tokens", "num_cpus"):
         value = getattr(args, name)
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
         trust_remote_code=args.trust_remote_code,
     )
     with atomic_directory(args.output) as staging:  # the folder appears complete, or not at all
-        dataset.write_parquet(str(staging.path))
+        dataset.write_parquet(str(staging.path), ray_remote_args={"num_cpus": IO_TASK_CPUS})
     import pyarrow.parquet as pq
 
     rows = sum(pq.ParquetFile(file).metadata.num_rows for file in args.output.glob("*.parquet"))

@@ -23,12 +23,19 @@ import numpy as np
 from .errors import GraceUserError
 
 
+IO_TASK_CPUS = 0.25
+"""CPUs a read, column-selection or write task asks of Ray. Ray's default is one, and the actor pool may already hold every CPU
+slot (by default it grows to the free slots): a read or write that waits for a whole CPU then never runs, and the
+job hangs with every operator "backpressured". Reading JSON lines and writing Parquet are I/O, so a quarter is
+plenty and they always fit beside the actors."""
+
+
 def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:
         raise GraceUserError(
-            'The Ray path needs Ray Data: pip install "grace-st[ray]" (or "ray[data]>=2.40,<3").'
+            'The Ray path needs Ray Data: pip install "grace-st[ray]" (or "ray[data]>=2.60,<3").'
         ) from exc
     return ray
 
@@ -121,12 +128,12 @@ def read_texts_dataset(paths: Sequence[str | os.PathLike]) -> Any:
         raise GraceUserError(f"Pass files of one kind, all Parquet or all JSON lines; got {sorted(kinds)}.")
     kind = kinds.pop()
     if kind == "parquet":
-        dataset = ray.data.read_parquet(paths)
+        dataset = ray.data.read_parquet(paths, num_cpus=IO_TASK_CPUS)
     else:
-        dataset = ray.data.read_json(paths, lines=True)
+        dataset = ray.data.read_json(paths, lines=True, num_cpus=IO_TASK_CPUS)
     if "text" not in dataset.schema().names:
         raise GraceUserError(f"{paths} have no 'text' column; each row needs a text to encode.")
-    return dataset.select_columns(["text"])
+    return dataset.select_columns(["text"], num_cpus=IO_TASK_CPUS)
 
 
 def _kind(path: str) -> str:
