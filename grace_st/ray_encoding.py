@@ -24,10 +24,10 @@ from .errors import GraceUserError
 
 
 IO_TASK_CPUS = 0.25
-"""CPUs a read, column-selection or write task asks of Ray. Ray's default is one, and the actor pool may already hold every CPU
-slot (by default it grows to the free slots): a read or write that waits for a whole CPU then never runs, and the
-job hangs with every operator "backpressured". Reading JSON lines and writing Parquet are I/O, so a quarter is
-plenty and they always fit beside the actors."""
+"""CPUs a read, column-selection or write task asks of Ray. Ray's default is one, and the actor pool may already
+hold every CPU slot (by default it grows to the free slots): a task that waits for a whole CPU then never runs, and
+the job hangs with every operator "backpressured". Reading JSON lines or Parquet, dropping columns and writing
+Parquet are light, so a quarter is plenty and they always fit beside the actors."""
 
 
 def _ray() -> Any:
