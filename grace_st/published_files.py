@@ -27,7 +27,9 @@ CHECKPOINTS = "checkpoints"  # TRL's checkpoints of `grace train`: optimizer sta
 MODULE_CODE_FILES = (
     "rationale_generator.py",
     "batching.py",
+    "encode_io.py",
     "generation.py",
+    "generation_path.py",
     "pooling.py",
     "prompts.py",
     "role_modes.py",

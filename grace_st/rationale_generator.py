@@ -15,7 +15,8 @@ checks their imports against an allow-list), so a folder published today keeps l
 rationale is generated depends on what is installed, not on the folder: with ``grace_st`` at
 :data:`MIN_LIBRARY_VERSION` or newer, the library's single pass (one generation gives rationale and hidden states,
 with the CPU kernels; it reaches into transformers internals, which the installed library's version bounds cover);
-without it, ``generate`` and one forward (``modeling/two_pass.py``; same rationales and vectors, slower).
+without it, ``generate`` and one forward (``modeling/two_pass.py``; same rationales and vectors, slower); the choice
+is ``modeling/generation_path.py``'s.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import cache
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,16 +34,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
+    from .encode_io import check_texts, keep_pooled_outputs
     from .generation import GenerationSettings, end_token_ids, pad_token_id_for
+    from .generation_path import generate_fn, two_pass_generation  # noqa: F401  (importable from here too)
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for, tokenize_texts
     from .role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
     from .settings import BASE_FORMAT_VERSION, FORMAT_VERSION, MIN_LIBRARY_VERSION, read_saved_settings
     from .spans import check_span, pooled_span_masks, rationale_mask
-    from .two_pass import GeneratedBatch, generate_then_embed
+    from .two_pass import GeneratedBatch
 except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
+    from grace_st.modeling.encode_io import check_texts, keep_pooled_outputs
     from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
+    from grace_st.modeling.generation_path import generate_fn, two_pass_generation  # noqa: F401
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import (
         DEFAULT_INSTRUCTION,
@@ -61,10 +64,7 @@ except ImportError:  # the installed library
         read_saved_settings,
     )
     from grace_st.modeling.spans import check_span, pooled_span_masks, rationale_mask
-    from grace_st.modeling.two_pass import GeneratedBatch, generate_then_embed
-
-GenerateFn = Callable[..., GeneratedBatch]
-
+    from grace_st.modeling.two_pass import GeneratedBatch
 
 try:
     from grace_st.errors import GraceUserError, GraceUserTypeError
@@ -72,89 +72,7 @@ except ImportError:  # a folder's own copy, loaded without the library
     GraceUserError, GraceUserTypeError = ValueError, TypeError  # type: ignore[misc,assignment]
 
 
-@cache
-def library_single_pass() -> GenerateFn | None:
-    """The installed library's single pass, or None where grace_st is missing or older than the folder needs.
-
-    Resolved once per process. Without it the module generates with :func:`generate_then_embed` (public APIs only).
-    """
-    try:
-        from grace_st import __version__
-        from grace_st.modeling.single_pass import generate_with_hidden_states
-    except ImportError:
-        return None
-    from packaging.version import Version
-
-    if Version(__version__) < Version(MIN_LIBRARY_VERSION):
-        warnings.warn(
-            f"grace-st {__version__} is installed, but this GRACE module needs {MIN_LIBRARY_VERSION} or newer for the "
-            "fast single pass; it generates with plain generate() and one forward instead (same vectors, slower). "
-            "Upgrade grace-st for the fast path.",
-            UserWarning,
-            stacklevel=2,
-        )
-        return None
-    return generate_with_hidden_states
-
-
-_two_pass_forced = False
-
-
-@contextmanager
-def two_pass_generation() -> Iterator[None]:
-    """Within the block, modules generate as a folder loaded without this library does (``generate`` + one forward).
-
-    For comparisons only (the tests hold the single pass equal to it; the speed benchmark times it); outside such a
-    block an installed library always takes the single pass.
-    """
-    global _two_pass_forced
-    previous, _two_pass_forced = _two_pass_forced, True
-    try:
-        yield
-    finally:
-        _two_pass_forced = previous
-
-
-def _generate_fn() -> GenerateFn:
-    fast = None if _two_pass_forced else library_single_pass()
-    return fast or generate_then_embed
-
-
-def check_texts(texts: list[Any]) -> None:
-    """Reject inputs GRACE cannot embed, naming the value and the fix."""
-    for text in texts:
-        if not isinstance(text, str):
-            raise GraceUserTypeError(
-                f"GRACE encodes strings, but got {type(text).__name__} {text!r}. Convert it with str() or drop it "
-                "before encoding."
-            )
-        if not text.strip():
-            raise GraceUserError(
-                f"GRACE cannot embed an empty or whitespace-only text ({text!r}): there is nothing to write a "
-                "rationale about. Remove it or replace it with real text before encoding."
-            )
-
-
 _RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget")
-
-POOLED_OUTPUTS = ("sentence_embedding", "rationale_ids", "rationale_mask")
-"""What ``encode(..., output_value=None, token_states=False)`` keeps of each text's outputs."""
-
-
-def keep_pooled_outputs(
-    model: torch.nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
-) -> dict[str, torch.Tensor] | None:
-    """Forward hook of the whole model: with ``token_states=False``, drop the per-token states after pooling.
-
-    ``encode(..., output_value=None)`` keeps a view of every batch's ``token_embeddings`` ((prompt + rationale) x
-    hidden floats a text) until the call returns, which is most of the memory of a large corpus; callers that need
-    only the vector and the rationale pass ``token_states=False`` and get :data:`POOLED_OUTPUTS` instead. The hook
-    runs after the last module, so ``Pooling``/``Normalize`` saw the states and the vector is unchanged. A
-    module-level function, so a model with the hook still pickles (multi-process encoding).
-    """
-    if kwargs.get("token_states", True) or not isinstance(output, dict):
-        return None
-    return {key: output[key] for key in POOLED_OUTPUTS if key in output}
 
 
 def _refuse_unknown_settings(kwargs: dict[str, Any]) -> None:
@@ -482,7 +400,7 @@ class RationaleGenerator(InputModule):
         a rationale (a role mode's length threshold) hold their input-only states and padding, so each row's vector
         is what it would be in a batch of its own kind.
         """
-        run = _generate_fn()
+        run = generate_fn()
         settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
         end_ids, pad, layer = self.end_ids, self.pad_token_id, self.layer
 

@@ -7,7 +7,7 @@ import torch
 from conftest import TEXTS
 
 from grace_st import encode_with_rationales, load_grace_model, save_grace_model
-from grace_st.rationale_generator import POOLED_OUTPUTS
+from grace_st.modeling.encode_io import POOLED_OUTPUTS
 
 
 def test_pooled_outputs_are_the_vector_and_rationale_only_and_vectors_are_bit_identical(grace_tiny):

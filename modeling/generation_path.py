@@ -1,0 +1,71 @@
+"""Which generation path a GRACE module takes: the installed library's single pass, or ``generate`` plus a forward.
+
+A saved GRACE folder carries this file, so the folder decides at load time, from what is installed, not from what
+was installed when it was saved: with ``grace_st`` at :data:`~settings.MIN_LIBRARY_VERSION` or newer, the library's
+single pass (one generation gives the rationale and the hidden states, with the CPU kernels; it reaches into
+transformers internals, which the installed library's version bounds cover); without it, ``generate`` and one
+forward (:func:`~two_pass.generate_then_embed`: public APIs only, same rationales and vectors, slower).
+:func:`two_pass_generation` forces the second path for comparisons.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+
+from .settings import MIN_LIBRARY_VERSION
+from .two_pass import GeneratedBatch, generate_then_embed
+
+
+GenerateFn = Callable[..., GeneratedBatch]
+
+
+@cache
+def library_single_pass() -> GenerateFn | None:
+    """The installed library's single pass, or None where grace_st is missing or older than the folder needs.
+
+    Resolved once per process. Without it the module generates with :func:`generate_then_embed` (public APIs only).
+    """
+    try:
+        from grace_st import __version__
+        from grace_st.modeling.single_pass import generate_with_hidden_states
+    except ImportError:
+        return None
+    from packaging.version import Version
+
+    if Version(__version__) < Version(MIN_LIBRARY_VERSION):
+        warnings.warn(
+            f"grace-st {__version__} is installed, but this GRACE module needs {MIN_LIBRARY_VERSION} or newer for the "
+            "fast single pass; it generates with plain generate() and one forward instead (same vectors, slower). "
+            "Upgrade grace-st for the fast path.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return None
+    return generate_with_hidden_states
+
+
+_two_pass_forced = False
+
+
+@contextmanager
+def two_pass_generation() -> Iterator[None]:
+    """Within the block, modules generate as a folder loaded without this library does (``generate`` + one forward).
+
+    For comparisons only (the tests hold the single pass equal to it; the speed benchmark times it); outside such a
+    block an installed library always takes the single pass.
+    """
+    global _two_pass_forced
+    previous, _two_pass_forced = _two_pass_forced, True
+    try:
+        yield
+    finally:
+        _two_pass_forced = previous
+
+
+def generate_fn() -> GenerateFn:
+    """The path this process takes now: the single pass where the library allows it, unless forced to two passes."""
+    fast = None if _two_pass_forced else library_single_pass()
+    return fast or generate_then_embed
