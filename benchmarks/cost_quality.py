@@ -16,8 +16,10 @@ nDCG@10 each, scored by mteb as ``train/heldout.py`` does):
 ``N`` is chosen on the suite's **validation** parts, never on test: the validation texts are encoded once with
 ``full`` (at ``--select-budget``) and once ``input-only``, through an encoding cache in the output folder; every
 candidate ``N`` (length quantiles of the validation texts) is then scored from that cache without generating (a
-text at most ``N`` tokens long has its ``full`` vector, a longer one its input-only vector), and the best mean
-nDCG@10 wins (ties: the smaller ``N``, which writes fewer rationales).
+text at most ``N`` tokens long has its ``full`` vector, a longer one its input-only vector). ``--adaptive-rule``
+says which wins (:func:`pick_threshold`): ``gain`` (default), the smallest ``N`` keeping ``--keep-gain`` of full's
+validation gain over input-only; ``noise``, the smallest ``N`` whose loss against full the validation queries cannot
+resolve. Every test run gets paired-bootstrap intervals against input-only and against full at its budget.
 
 Writes into ``--output``: ``cost_quality.json`` (every run, the validation sweep, the Pareto front), rewritten after
 each run so a killed run keeps what it finished; ``cost_quality.md`` (the table and which preset to use at which
@@ -125,13 +127,10 @@ def validation_lengths(model: Any, max_queries: int) -> list[int]:
 
 
 def choose_threshold(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """``N`` of ``adaptive:N``: the cheapest threshold whose validation loss against ``full`` is inside the noise.
+    """``N`` of ``adaptive:N``, chosen on validation by ``--adaptive-rule`` (see :func:`pick_threshold`).
 
     Candidates are the deciles of the validation texts' token lengths, less those no text exceeds (those are
-    ``full`` under another name). Each is scored from the validation encoding cache without generating. The
-    chosen ``N`` is the smallest (the fewest rationales written) whose paired-bootstrap interval of the mean
-    per-query difference against ``full`` reaches 0: a loss the validation queries cannot tell from none. If every
-    candidate loses measurably, the best-scoring one is taken. More validation queries make the rule stricter.
+    ``full`` under another name). Each is scored from the validation encoding cache without generating.
     """
     from grace_st import GraceEncoder
 
@@ -149,7 +148,7 @@ def choose_threshold(model: Any, args: argparse.Namespace) -> dict[str, Any]:
         print(f"validation  {preset:<14} mean nDCG@10 {sweep[preset]:.4f}", flush=True)
     against_full = {n: versus(per_query[f"adaptive:{n}"], per_query["full"]) for n in candidates}
     share = {n: sum(length <= n for length in lengths) / len(lengths) for n in candidates}
-    best, rule = pick_threshold(candidates, against_full, sweep)
+    best, rule = pick_threshold(candidates, against_full, sweep, args.adaptive_rule, args.keep_gain)
     return {
         "threshold": best,
         "budget": args.select_budget,
@@ -162,14 +161,34 @@ def choose_threshold(model: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pick_threshold(
-    candidates: list[int], against_full: dict[int, dict[str, float]], sweep: dict[str, float]
+    candidates: list[int],
+    against_full: dict[int, dict[str, float]],
+    sweep: dict[str, float],
+    rule: str = "gain",
+    keep_gain: float = 0.9,
 ) -> tuple[int, str]:
-    """The rule of :func:`choose_threshold`, on its measurements: ``(N, which branch of the rule chose it)``."""
-    inside = [n for n in candidates if against_full[n]["ci_high"] >= 0]
-    if inside:
-        return min(inside), "the cheapest N whose interval against full reaches 0"
+    """The smallest candidate ``N`` (the fewest rationales written) that passes ``rule`` on validation, and why.
+
+    - ``gain``: its mean keeps at least ``keep_gain`` of what ``full`` gains over ``input-only`` (quality first: a
+      loss the user states in advance, whatever the noise);
+    - ``noise``: its paired-bootstrap interval against ``full`` reaches 0, a loss the validation queries cannot tell
+      from none (cost first: with few or noisy validation queries it accepts real losses).
+
+    If no candidate passes, the best-scoring one (ties: the smaller).
+    """
+    if rule == "gain":
+        floor = sweep["input-only"] + keep_gain * (sweep["full"] - sweep["input-only"])
+        passing = [n for n in candidates if sweep[f"adaptive:{n}"] >= floor]
+        why = f"the smallest N keeping {keep_gain:.0%} of full's validation gain over input-only"
+    elif rule == "noise":
+        passing = [n for n in candidates if against_full[n]["ci_high"] >= 0]
+        why = "the smallest N whose validation interval against full reaches 0"
+    else:
+        raise ValueError(f"unknown adaptive rule {rule!r}; use 'gain' or 'noise'")
+    if passing:
+        return min(passing), why
     best = max(candidates, key=lambda n: (round(sweep[f"adaptive:{n}"], 6), -n))
-    return best, "every N loses measurably against full: the best-scoring one"
+    return best, f"no N passes ({why}): the best-scoring one"
 
 
 def measure(model: Any, meter: Meter, preset: str, budget: int | None, args: argparse.Namespace) -> dict[str, Any]:
@@ -352,12 +371,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS, help="presets to measure")
     parser.add_argument("--select-budget", type=int, default=64, help="budget at which adaptive's N is chosen")
     parser.add_argument("--threshold", type=int, help="use this adaptive N instead of choosing it on validation")
+    parser.add_argument("--adaptive-rule", choices=("gain", "noise"), default="gain", help="how N is chosen")
+    parser.add_argument("--keep-gain", type=float, default=0.9, help="the gain rule's share of full's gain")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per generation batch (default: 64)")
     parser.add_argument("--max-input-tokens", type=int, help="cut texts to this many tokens (default: the model's)")
     args = parser.parse_args(argv)
     for name in ("max_queries", "validation_queries", "select_budget", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if not 0 < args.keep_gain <= 1:
+        parser.error("--keep-gain must be in (0, 1]")
     if any(budget < 1 for budget in args.budgets):
         parser.error("--budgets must be positive integers")
     return args

@@ -64,12 +64,17 @@ def test_each_run_gets_paired_intervals_against_input_only_and_full_at_its_budge
     assert "vs_full" not in runs[4], "full is not compared with itself"
 
 
-def test_adaptive_takes_the_cheapest_threshold_inside_the_noise_else_the_best(cost_quality):
-    sweep = {"adaptive:4": 0.30, "adaptive:9": 0.40, "adaptive:20": 0.45}
+def test_adaptive_rules_take_the_smallest_passing_threshold_else_the_best(cost_quality):
+    sweep = {"full": 0.50, "input-only": 0.30, "adaptive:4": 0.30, "adaptive:9": 0.47, "adaptive:20": 0.49}
     noisy = {"ci_low": -0.1, "ci_high": 0.02}
     lost = {"ci_low": -0.3, "ci_high": -0.1}
-    assert cost_quality.pick_threshold([4, 9, 20], {4: lost, 9: noisy, 20: noisy}, sweep)[0] == 9
-    assert cost_quality.pick_threshold([4, 9, 20], {4: lost, 9: lost, 20: lost}, sweep)[0] == 20
+    pick = cost_quality.pick_threshold
+    assert pick([4, 9, 20], {4: lost, 9: noisy, 20: noisy}, sweep, "noise")[0] == 9
+    assert pick([4, 9, 20], {4: lost, 9: lost, 20: lost}, sweep, "noise")[0] == 20, "none passes: the best"
+    assert pick([4, 9, 20], {}, sweep, "gain", keep_gain=0.9)[0] == 20, "9 keeps 85% of the 0.20 gain, 20 keeps 95%"
+    assert pick([4, 9, 20], {}, sweep, "gain", keep_gain=0.8)[0] == 9
+    with pytest.raises(ValueError, match="unknown adaptive rule"):
+        pick([4], {}, sweep, "cheapest")
 
 
 def test_report_files_are_written(cost_quality, tmp_path):
