@@ -16,8 +16,10 @@ nDCG@10 each, scored by mteb as ``train/heldout.py`` does):
 ``N`` is chosen on the suite's **validation** parts, never on test: the validation texts are encoded once with
 ``full`` (at ``--select-budget``) and once ``input-only``, through an encoding cache in the output folder; every
 candidate ``N`` (length quantiles of the validation texts) is then scored from that cache without generating (a
-text at most ``N`` tokens long has its ``full`` vector, a longer one its input-only vector), and the best mean
-nDCG@10 wins (ties: the smaller ``N``, which writes fewer rationales).
+text at most ``N`` tokens long has its ``full`` vector, a longer one its input-only vector). ``--adaptive-rule``
+says which wins (:func:`pick_threshold`): ``gain`` (default), the smallest ``N`` keeping ``--keep-gain`` of full's
+validation gain over input-only; ``noise``, the smallest ``N`` whose loss against full the validation queries cannot
+resolve. Every test run gets paired-bootstrap intervals against input-only and against full at its budget.
 
 Writes into ``--output``: ``cost_quality.json`` (every run, the validation sweep, the Pareto front), rewritten after
 each run so a killed run keeps what it finished; ``cost_quality.md`` (the table and which preset to use at which
@@ -44,6 +46,8 @@ PRESETS = ("input-only", "query-only", "adaptive", "full")
 """Measured for each budget in this order, budgets from the smallest up, so a run stopped early has every preset at
 the budgets it reached (``input-only`` needs no budget and runs once, first)."""
 BUDGETS = (16, 32, 64, 128, 256)
+RESAMPLES = 1000
+"""Paired-bootstrap resamples for every interval (seeded: a report reproduces to the digit)."""
 
 
 def load_model(location: str | None, max_input_tokens: int | None) -> Any:
@@ -86,8 +90,8 @@ def timed_encoder(model: Any, meter: Meter, **kwargs: Any) -> Any:
     return TimedEncoder(model, **kwargs)
 
 
-def score(encoder: Any, split: str, max_queries: int, batch_size: int) -> dict[str, float]:
-    """nDCG@10 of each suite task of ``split``, by mteb."""
+def score(encoder: Any, split: str, max_queries: int, batch_size: int) -> tuple[dict[str, float], dict[str, float]]:
+    """nDCG@10 of each suite task of ``split``, by mteb, and every query's nDCG@10 (keys ``task/query id``)."""
     import mteb
 
     from grace_st.suite_tasks import suite_tasks
@@ -96,7 +100,18 @@ def score(encoder: Any, split: str, max_queries: int, batch_size: int) -> dict[s
     result = mteb.evaluate(
         encoder, tasks, cache=None, show_progress_bar=False, encode_kwargs={"batch_size": batch_size}
     )
-    return {r.task_name: float(r.get_score()) for r in result.task_results}
+    per_query = {
+        f"{task.metadata.name}/{qid}": value for task in tasks for qid, value in task.per_query[split].items()
+    }
+    return {r.task_name: float(r.get_score()) for r in result.task_results}, per_query
+
+
+def versus(per_query: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
+    """Mean paired difference over every query of every task, with its 95% paired-bootstrap interval."""
+    from grace_st.paired_bootstrap import paired_bootstrap, paired_scores
+
+    diff, low, high = paired_bootstrap(*paired_scores(per_query, reference), n_resamples=RESAMPLES)
+    return {"diff": diff, "ci_low": low, "ci_high": high}
 
 
 def validation_lengths(model: Any, max_queries: int) -> list[int]:
@@ -112,22 +127,68 @@ def validation_lengths(model: Any, max_queries: int) -> list[int]:
 
 
 def choose_threshold(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """``N`` of ``adaptive:N`` with the best mean validation nDCG@10 (see the module docs); every candidate's score."""
+    """``N`` of ``adaptive:N``, chosen on validation by ``--adaptive-rule`` (see :func:`pick_threshold`).
+
+    Candidates are the deciles of the validation texts' token lengths, less those no text exceeds (those are
+    ``full`` under another name). Each is scored from the validation encoding cache without generating.
+    """
     from grace_st import GraceEncoder
 
     model[0].max_new_tokens = args.select_budget
     cache = str(args.output / "validation_cache.sqlite")
     lengths = validation_lengths(model, args.validation_queries)
-    candidates = sorted({int(np.percentile(lengths, q)) for q in range(10, 100, 10)})
+    deciles = {int(np.percentile(lengths, q)) for q in range(10, 100, 10)}
+    candidates = sorted(n for n in deciles if n < max(lengths))
     sweep: dict[str, float] = {}
+    per_query: dict[str, dict[str, float]] = {}
     for preset in ("full", "input-only", *(f"adaptive:{n}" for n in candidates)):
         encoder = GraceEncoder(model, cache=cache, role_modes=preset)
-        sweep[preset] = statistics.fmean(
-            score(encoder, "validation", args.validation_queries, args.batch_size).values()
-        )
+        scores, per_query[preset] = score(encoder, "validation", args.validation_queries, args.batch_size)
+        sweep[preset] = statistics.fmean(scores.values())
         print(f"validation  {preset:<14} mean nDCG@10 {sweep[preset]:.4f}", flush=True)
+    against_full = {n: versus(per_query[f"adaptive:{n}"], per_query["full"]) for n in candidates}
+    share = {n: sum(length <= n for length in lengths) / len(lengths) for n in candidates}
+    best, rule = pick_threshold(candidates, against_full, sweep, args.adaptive_rule, args.keep_gain)
+    return {
+        "threshold": best,
+        "budget": args.select_budget,
+        "candidates": candidates,
+        "validation": sweep,
+        "versus_full": {str(n): against_full[n] for n in candidates},
+        "rationale_share": {str(n): share[n] for n in candidates},
+        "rule": rule,
+    }
+
+
+def pick_threshold(
+    candidates: list[int],
+    against_full: dict[int, dict[str, float]],
+    sweep: dict[str, float],
+    rule: str = "gain",
+    keep_gain: float = 0.9,
+) -> tuple[int, str]:
+    """The smallest candidate ``N`` (the fewest rationales written) that passes ``rule`` on validation, and why.
+
+    - ``gain``: its mean keeps at least ``keep_gain`` of what ``full`` gains over ``input-only`` (quality first: a
+      loss the user states in advance, whatever the noise);
+    - ``noise``: its paired-bootstrap interval against ``full`` reaches 0, a loss the validation queries cannot tell
+      from none (cost first: with few or noisy validation queries it accepts real losses).
+
+    If no candidate passes, the best-scoring one (ties: the smaller).
+    """
+    if rule == "gain":
+        floor = sweep["input-only"] + keep_gain * (sweep["full"] - sweep["input-only"])
+        passing = [n for n in candidates if sweep[f"adaptive:{n}"] >= floor]
+        why = f"the smallest N keeping {keep_gain:.0%} of full's validation gain over input-only"
+    elif rule == "noise":
+        passing = [n for n in candidates if against_full[n]["ci_high"] >= 0]
+        why = "the smallest N whose validation interval against full reaches 0"
+    else:
+        raise ValueError(f"unknown adaptive rule {rule!r}; use 'gain' or 'noise'")
+    if passing:
+        return min(passing), why
     best = max(candidates, key=lambda n: (round(sweep[f"adaptive:{n}"], 6), -n))
-    return {"threshold": best, "budget": args.select_budget, "candidates": candidates, "validation": sweep}
+    return best, f"no N passes ({why}): the best-scoring one"
 
 
 def measure(model: Any, meter: Meter, preset: str, budget: int | None, args: argparse.Namespace) -> dict[str, Any]:
@@ -136,7 +197,7 @@ def measure(model: Any, meter: Meter, preset: str, budget: int | None, args: arg
         model[0].max_new_tokens = budget
     meter.reset()
     encoder = timed_encoder(model, meter, cache=False, role_modes=preset)
-    scores = score(encoder, "test", args.max_queries, args.batch_size)
+    scores, per_query = score(encoder, "test", args.max_queries, args.batch_size)
     row = {
         "preset": preset,
         "budget": budget,
@@ -147,6 +208,7 @@ def measure(model: Any, meter: Meter, preset: str, budget: int | None, args: arg
         "texts_per_second": meter.texts / meter.seconds if meter.seconds else float("nan"),
         "seconds_per_text": meter.seconds / meter.texts if meter.texts else float("nan"),
         "tokens_per_text": meter.tokens / meter.texts if meter.texts else 0.0,
+        "per_query": per_query,
     }
     print(
         f"test  {preset:<14} budget {budget or '-':>4}  mean nDCG@10 {row['mean_ndcg_at_10']:.4f}  "
@@ -204,13 +266,15 @@ def markdown(report: dict[str, Any]) -> str:
     tasks = list(rows[0]["ndcg_at_10"]) if rows else []
     short = [name.replace("GraceSuite", "").replace("Retrieval", "") for name in tasks]
     lines = [
-        "| preset | budget | " + " | ".join(short) + " | mean nDCG@10 | texts/s | tokens/text | Pareto |",
-        "|---|---|" + "---|" * len(tasks) + "---|---|---|---|",
+        "| preset | budget | " + " | ".join(short) + " | mean nDCG@10 | vs input-only [95% CI] | vs full [95% CI] "
+        "| texts/s | tokens/text | Pareto |",
+        "|---|---|" + "---|" * len(tasks) + "---|---|---|---|---|---|",
     ]
     for i, row in enumerate(rows):
         cells = [f"{row['ndcg_at_10'][t]:.4f}" for t in tasks]
         lines.append(
             f"| {row['preset']} | {row['budget'] or '-'} | " + " | ".join(cells) + f" | {row['mean_ndcg_at_10']:.4f} "
+            f"| {_interval(row, 'vs_input_only')} | {_interval(row, 'vs_full')} "
             f"| {row['texts_per_second']:.2f} | {row['tokens_per_text']:.1f} | {'yes' if i in front else ''} |"
         )
     lines += [
@@ -225,8 +289,11 @@ def markdown(report: dict[str, Any]) -> str:
         )
     selection = report.get("adaptive_selection")
     if selection:
-        lines += ["", f"adaptive threshold N = {selection['threshold']} tokens, chosen on validation at budget "
-                  f"{selection['budget']} among {selection['candidates']}."]  # fmt: skip
+        n = str(selection["threshold"])
+        lines += ["", f"adaptive threshold N = {n} tokens, chosen on validation at budget {selection['budget']} "
+                  f"among {selection['candidates']} ({selection['rule']}): it writes rationales for "
+                  f"{selection['rationale_share'][n]:.0%} of the validation texts, validation difference against "
+                  f"full {_interval(selection['versus_full'], n)}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -263,9 +330,29 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def add_intervals(rows: list[dict[str, Any]]) -> None:
+    """Each run's mean per-query difference, with its paired interval, against ``input-only`` (what the rationale
+    buys) and against ``full`` at the same budget (what a cheaper preset gives up), where those runs exist."""
+    baseline = next((row for row in rows if row["preset"] == "input-only"), None)
+    full = {row["budget"]: row for row in rows if row["preset"] == "full"}
+    for row in rows:
+        if baseline is not None and row is not baseline:
+            row["vs_input_only"] = versus(row["per_query"], baseline["per_query"])
+        if row["budget"] in full and row is not full[row["budget"]]:
+            row["vs_full"] = versus(row["per_query"], full[row["budget"]]["per_query"])
+
+
+def _interval(row: dict[str, Any], key: str) -> str:
+    if key not in row:
+        return "-"
+    value = row[key]
+    return f"{value['diff']:+.3f} [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"
+
+
 def write_report(report: dict[str, Any], output: Path) -> None:
-    """Fill in the Pareto front and recommendations, then write the JSON, markdown and PNG."""
+    """Fill in the intervals, Pareto front and recommendations, then write the JSON, markdown and PNG."""
     rows = report["runs"]
+    add_intervals(rows)
     report["pareto_front"] = pareto_front(rows) if rows else []
     report["recommendations"] = recommendations(rows) if rows else []
     (output / "cost_quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -284,12 +371,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS, help="presets to measure")
     parser.add_argument("--select-budget", type=int, default=64, help="budget at which adaptive's N is chosen")
     parser.add_argument("--threshold", type=int, help="use this adaptive N instead of choosing it on validation")
+    parser.add_argument("--adaptive-rule", choices=("gain", "noise"), default="gain", help="how N is chosen")
+    parser.add_argument("--keep-gain", type=float, default=0.9, help="the gain rule's share of full's gain")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per generation batch (default: 64)")
     parser.add_argument("--max-input-tokens", type=int, help="cut texts to this many tokens (default: the model's)")
     args = parser.parse_args(argv)
     for name in ("max_queries", "validation_queries", "select_budget", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if not 0 < args.keep_gain <= 1:
+        parser.error("--keep-gain must be in (0, 1]")
     if any(budget < 1 for budget in args.budgets):
         parser.error("--budgets must be positive integers")
     return args

@@ -30,6 +30,7 @@ def _run(preset, budget, quality, seconds):
         "texts_per_second": 1 / seconds,
         "seconds_per_text": seconds,
         "tokens_per_text": 0.0 if budget is None else budget / 2,
+        "per_query": {f"task/q{i}": quality + (0.2 if i % 2 else -0.2) for i in range(20)},
     }
 
 
@@ -51,10 +52,40 @@ def test_recommendations_pick_the_best_quality_within_each_cost(cost_quality):
     assert picks == {"cheapest": ("input-only", None), "median cost": ("query-only", 16), "any cost": ("full", 16)}
 
 
+def test_each_run_gets_paired_intervals_against_input_only_and_full_at_its_budget(cost_quality):
+    runs = [dict(run, per_query=dict(run["per_query"])) for run in RUNS]
+    runs[1]["per_query"]["task/q0"] += 2.0  # one query of query-only 16 much better: the mean moves by 0.1
+    cost_quality.add_intervals(runs)
+    assert "vs_input_only" not in runs[0] and "vs_full" not in runs[0] and "vs_full" not in runs[3]
+    assert runs[3]["vs_input_only"] == pytest.approx({"diff": 0.10, "ci_low": 0.10, "ci_high": 0.10})
+    gain = runs[1]["vs_full"]
+    assert gain["diff"] == pytest.approx(-0.05 + 0.1) and gain["ci_low"] < gain["diff"] < gain["ci_high"]
+    assert runs[2]["vs_full"]["diff"] == pytest.approx(0.52 - 0.58), "query-only 64 against full 64"
+    assert "vs_full" not in runs[4], "full is not compared with itself"
+
+
+def test_adaptive_rules_take_the_smallest_passing_threshold_else_the_best(cost_quality):
+    sweep = {"full": 0.50, "input-only": 0.30, "adaptive:4": 0.30, "adaptive:9": 0.47, "adaptive:20": 0.49}
+    noisy = {"ci_low": -0.1, "ci_high": 0.02}
+    lost = {"ci_low": -0.3, "ci_high": -0.1}
+    pick = cost_quality.pick_threshold
+    assert pick([4, 9, 20], {4: lost, 9: noisy, 20: noisy}, sweep, "noise")[0] == 9
+    assert pick([4, 9, 20], {4: lost, 9: lost, 20: lost}, sweep, "noise")[0] == 20, "none passes: the best"
+    assert pick([4, 9, 20], {}, sweep, "gain", keep_gain=0.9)[0] == 20, "9 keeps 85% of the 0.20 gain, 20 keeps 95%"
+    assert pick([4, 9, 20], {}, sweep, "gain", keep_gain=0.8)[0] == 9
+    with pytest.raises(ValueError, match="unknown adaptive rule"):
+        pick([4], {}, sweep, "cheapest")
+
+
 def test_report_files_are_written(cost_quality, tmp_path):
-    report = {"runs": RUNS, "adaptive_selection": {"threshold": 40, "budget": 64, "candidates": [20, 40]}}
+    interval = {"diff": -0.02, "ci_low": -0.05, "ci_high": 0.01}
+    selection = {"threshold": 40, "budget": 64, "candidates": [20, 40], "rule": "the cheapest N ...",
+                 "rationale_share": {"40": 0.7}, "versus_full": {"40": interval}}  # fmt: skip
+    report = {"runs": [dict(run) for run in RUNS], "adaptive_selection": selection}
     cost_quality.write_report(report, tmp_path)
     table = (tmp_path / "cost_quality.md").read_text()
-    assert "| full | 16 | 0.6000 | 0.6000 | 0.6000 |" in table and "adaptive threshold N = 40 tokens" in table
+    assert "| full | 16 | 0.6000 | 0.6000 | 0.6000 | +0.100 [+0.100, +0.100] | - |" in table
+    assert "adaptive threshold N = 40 tokens" in table and "for 70% of the validation texts" in table
+    assert "against full -0.020 [-0.050, +0.010]" in table
     assert (tmp_path / "cost_quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "cost_quality.json").is_file()
