@@ -12,11 +12,16 @@ definitions with their examples):
 3. the library's ``model.encode`` at each ``--batch-sizes`` (single pass), and at the largest batch size with the
    two-pass path (``two_pass_generation()``: ``generate``, then a second forward of the base model, public APIs only
    and no CPU kernels: what a saved folder runs where ``grace_st`` is not installed);
-4. per run: texts/s, generated tokens/s, useful GFLOP/s (2 x parameters x (prompt tokens + generated tokens) /
+4. the default corpus path: what ``grace encode --file`` runs (``encode_with_rationales``, 256-text chunks,
+   ``--corpus-batch-size`` 64) on ``--corpus-texts`` texts, the first ``--texts`` of them the ones above (checked
+   against the naive vectors and rationales); its texts/s and rate go in the JSON beside the largest batch's;
+5. per run: texts/s, generated tokens/s, useful GFLOP/s (2 x parameters x (prompt tokens + generated tokens) /
    wall time) and its fraction of that run's matmul rate, peak RSS during the run, the largest cosine
    distance to the naive vectors and how many rationales differ from the naive ones;
-5. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
-   batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs).
+6. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
+   batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs);
+   then the corpus path's texts/s, its fraction and its ratio to the largest batch, and the machine: CPU model,
+   vector extensions (avx2, avx512f, avx512_vnni, amx_*, ...) and a measured copy bandwidth.
 
     python benchmarks/encode_speed.py            # the full run (about 20-25 min on a 2-core CPU)
     python benchmarks/encode_speed.py --texts 16 --batch-sizes 1 16 --max-new-tokens 16   # a quick look
@@ -168,6 +173,42 @@ def library_encode(model: Any, texts: list[str], batch_size: int) -> dict[str, A
     }
 
 
+def corpus_texts(headline: list[str], count: int) -> list[str]:
+    """``count`` texts that start with the headline texts (so they can be checked against the naive vectors) and go
+    on with more WordNet texts spread over the lexicon."""
+    seen = set(headline)
+    more = [text for text in benchmark_texts(count) if text not in seen]
+    return (headline + more)[:count]
+
+
+def corpus_encode(model: Any, texts: list[str], batch_size: int, checked: int) -> dict[str, Any]:
+    """What ``grace encode --file`` runs by default: ``encode_with_rationales`` (256-text chunks) at ``batch_size``.
+
+    Token counts are read off the generator's outputs as they pass (the corpus path keeps only vectors and
+    rationale strings); the first ``checked`` texts' vectors and rationales are kept for the comparison.
+    """
+    from grace_st.rationales import encode_with_rationales
+
+    counts = {"prompt": 0, "gen": 0}
+
+    def count(module: Any, args: Any, output: dict[str, torch.Tensor]) -> None:
+        generated = int(output["rationale_mask"].sum())
+        counts["prompt"] += int(output["sequence_mask"].sum()) - generated
+        counts["gen"] += generated
+
+    handle = model[0].register_forward_hook(count)
+    try:
+        encoded = encode_with_rationales(model, texts, batch_size=batch_size)
+    finally:
+        handle.remove()
+    return {
+        "vectors": torch.stack([torch.from_numpy(e.embedding) for e in encoded[:checked]]),
+        "rationales": [e.rationale for e in encoded[:checked]],
+        "texts": len(encoded),
+        **counts,
+    }
+
+
 class MatmulSampler:
     """The matmul rate measured before, during (every ``interval`` seconds, between two forward calls) and after a run.
 
@@ -214,7 +255,7 @@ def timed(model: torch.nn.Module, run: Any) -> tuple[dict[str, Any], float, floa
 def row(
     name: str, result: dict, seconds: float, rss: float, sampler: MatmulSampler, params: int, naive: dict | None
 ) -> dict:
-    texts, rate = len(result["rationales"]), sampler.rate
+    texts, rate = result.get("texts", len(result["rationales"])), sampler.rate
     gflops = 2 * params * (result["prompt"] + result["gen"]) / seconds / 1e9
     entry = {
         "run": name,
@@ -256,6 +297,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--corpus-texts", type=int, default=512, help="texts of the corpus-path row (grace encode --file defaults)"
+    )
+    parser.add_argument("--corpus-batch-size", type=int, default=64, help="grace encode's --batch-size default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -289,6 +334,13 @@ def main() -> None:
         results[batch_size] = timed(generator.model, lambda b=batch_size: library_encode(model, texts, b))
         rows.append(row(f"library b={batch_size} single pass", *results[batch_size], params, naive[0]))
         print(f"library b={batch_size} done in {results[batch_size][1]:.0f} s", flush=True)
+    corpus = corpus_texts(texts, args.corpus_texts)
+    as_text = [generator.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in naive[0]["rationales"]]
+    naive_text = {**naive[0], "rationales": as_text}
+    encoded = timed(generator.model, lambda: corpus_encode(model, corpus, args.corpus_batch_size, len(texts)))
+    corpus_name = f"corpus path ({len(corpus)} texts, b={args.corpus_batch_size})"
+    rows.append(row(corpus_name, *encoded, params, naive_text))
+    print(f"corpus path done in {encoded[1]:.0f} s", flush=True)
     largest = max(args.batch_sizes)
     with two_pass_generation():  # what a saved folder runs where grace_st is not installed (public APIs only)
         two_pass = timed(generator.model, lambda: library_encode(model, texts, largest))
@@ -307,6 +359,10 @@ def main() -> None:
         # would be had the machine run at one speed throughout (it moves by tens of percent on a shared host).
         "speedup_vs_naive_at_equal_rate": round(best["flop_fraction"] / rows[0]["flop_fraction"], 3),
         "single_pass_speedup_at_equal_rate": round(best["flop_fraction"] / two_pass["flop_fraction"], 3),
+        # The default corpus path (grace encode --file) beside the largest batch, same run (added, not a headline).
+        "corpus_texts_per_s": round(by_name[corpus_name]["texts_per_s"], 3),
+        "corpus_flop_fraction": round(by_name[corpus_name]["flop_fraction"], 3),
+        "corpus_over_largest_batch": round(by_name[corpus_name]["texts_per_s"] / best["texts_per_s"], 3),
         **machine,
     }
     print(json.dumps(summary))
