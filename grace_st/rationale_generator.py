@@ -120,6 +120,17 @@ def _generate_fn() -> GenerateFn:
     return fast or generate_then_embed
 
 
+def _refill_fn() -> GenerateFn | None:
+    """The installed library's refilled decode (``refill.py``), where the single pass is in use."""
+    if _two_pass_forced or library_single_pass() is None:
+        return None
+    try:  # in a try block: a folder's copy must not list grace_st as a required package (transformers scans imports)
+        from grace_st.modeling.refill import generate_refilled
+    except ImportError:
+        return None
+    return generate_refilled
+
+
 def check_texts(texts: list[Any]) -> None:
     """Reject inputs GRACE cannot embed, naming the value and the fix."""
     for text in texts:
@@ -210,7 +221,8 @@ class RationaleGenerator(InputModule):
         "min_library_version",
     ]
     save_in_root = True
-    forward_kwargs = {"token_states"}  # encode(..., token_states=False): see keep_pooled_outputs
+    # encode(..., token_states=False): see keep_pooled_outputs; encode(..., decode_rows=64): see _generate_rows
+    forward_kwargs = {"token_states", "decode_rows"}
 
     def __init__(
         self,
@@ -463,7 +475,7 @@ class RationaleGenerator(InputModule):
             completion_mask, seq_att = rationale_ids, att
             features["token_embeddings"] = select_hidden_states(self.model, ids, att, self.layer)
         else:
-            generated = self._generate_rows(ids, att, rows, mode.max_new_tokens)
+            generated = self._generate_rows(ids, att, rows, mode.max_new_tokens, kwargs.get("decode_rows"))
             rationale_ids, features["token_embeddings"] = generated.rationale_ids, generated.hidden
             completion_mask = rationale_mask(rationale_ids, self.end_ids)
             completion_mask[[i for i in range(len(ids)) if i not in set(rows)]] = 0  # input-only rows wrote nothing
@@ -474,9 +486,13 @@ class RationaleGenerator(InputModule):
         return features
 
     def _generate_rows(
-        self, ids: torch.Tensor, att: torch.Tensor, rows: list[int], max_new_tokens: int
+        self, ids: torch.Tensor, att: torch.Tensor, rows: list[int], max_new_tokens: int, decode_rows: int | None
     ) -> GeneratedBatch:
         """Rationales and hidden states of ``rows`` of the batch; the other rows get their prompt's states only.
+
+        ``decode_rows``: with greedy decoding and the installed library, decode at most this many rows at a time and
+        refill the rows that finish with the next texts (``refill.py``): a corpus hands a whole chunk to one call,
+        and every decode step stays full. Same vectors and rationales as a batch of its own; None: the batch as given.
 
         Layout as for the whole batch (``rationale_ids`` ``(B, G)``, ``hidden`` ``(B, P + G, H)``): the rows without
         a rationale (a role mode's length threshold) hold their input-only states and padding, so each row's vector
@@ -485,8 +501,11 @@ class RationaleGenerator(InputModule):
         run = _generate_fn()
         settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
         end_ids, pad, layer = self.end_ids, self.pad_token_id, self.layer
+        refill = _refill_fn() if decode_rows and not settings.do_sample else None
 
         def generate(i: torch.Tensor, a: torch.Tensor) -> GeneratedBatch:
+            if refill is not None:
+                return refill(self.model, i, a, settings, end_ids, pad, layer, decode_rows, self.token_budget)
             return generate_packed(
                 lambda i_, a_: run(self.model, i_, a_, settings, end_ids, pad, layer), i, a, max_new_tokens,
                 self.token_budget, pad,
