@@ -5,7 +5,8 @@ bound by streaming the weights, not by arithmetic. Decoding a fixed batch, rows 
 (on WordNet texts at 64 new tokens a batch-64 step ran 39 rows on average), so the later steps pay the full weight
 stream for a shrinking batch. Given more texts than rows (the corpus path hands a whole chunk to one call), this
 loop keeps up to ``rows`` rationales in flight: when enough rows have finished, the next texts (longest first) are
-prefilled as a group of their own (:func:`~.single_pass.prefill`, the shared instruction prefix once) and merged
+prefilled as a group of their own (:func:`~.single_pass.prefill`; the instruction prefix every text shares is run
+once per call and its cache copied into each group) and merged
 into the running batch's :class:`~.slot_cache.SlotLayer` cache, right-aligned at its current last column.
 
 Each row keeps its own attention-mask row over the cache's columns and its own positions, so it attends to its own
@@ -25,7 +26,14 @@ from .batching import generate_packed
 from .cpu_decode_attention import cpu_decode_attention
 from .cpu_linears import onednn_linears
 from .generation import GenerationSettings
-from .single_pass import DecoderOutputs, forward_options, generate_with_hidden_states, prefill
+from .single_pass import (
+    DecoderOutputs,
+    forward_options,
+    generate_with_hidden_states,
+    prefill,
+    prefill_prefix,
+    shared_prefix_length,
+)
 from .slot_cache import SlotLayer, compaction_order, decode_cache
 from .two_pass import GeneratedBatch
 
@@ -113,6 +121,7 @@ class _RefilledDecode:
         self.mask = attention_mask.new_zeros((0, 0))
         self.logits: torch.Tensor | None = None
         self.used = 0
+        self.prefix = self._prefix()
 
     def run(self, cache: Any, rows: int) -> GeneratedBatch:
         threshold = max(1, rows // REFILL_FRACTION)
@@ -125,14 +134,30 @@ class _RefilledDecode:
         hidden = torch.cat([self.prompt_hidden, self.gen_hidden[:, : self.used]], dim=1)
         return GeneratedBatch(rationale_ids=self.generated[:, : self.used], hidden=hidden)
 
+    def _prefix(self) -> tuple[int, torch.Tensor, Any] | None:
+        """The prefix every text of the batch starts with (the instruction), run once for all groups: its length,
+        hidden states and one-row cache; None where the texts share none."""
+        shared = shared_prefix_length(self.input_ids, self.attention_mask)
+        if not shared:
+            return None
+        first = self.input_ids.shape[1] - self.lengths[0]
+        own = decode_cache(self.model.config, capacity=shared)
+        hidden = prefill_prefix(self.captured, self.input_ids[:1, first : first + shared], own, self.layer)
+        return shared, hidden, own
+
     def _admit(self, cache: Any, group: list[int]) -> None:
         """Prefill ``group`` (rows of the batch) on a cache of its own and merge it into the running batch."""
         width = max(self.lengths[i] for i in group)
         chosen = torch.tensor(group, device=self.input_ids.device)
         ids, mask = self.input_ids[chosen, -width:], self.attention_mask[chosen, -width:]
-        own = decode_cache(self.model.config, capacity=width)
+        own, prefix = decode_cache(self.model.config, capacity=width), None
+        if self.prefix is not None:
+            shared, prefix_hidden, prefix_cache = self.prefix
+            for layer_cache, prefix_layer in zip(own.layers, prefix_cache.layers, strict=True):
+                layer_cache.append_rows(prefix_layer)
+            prefix = (shared, prefix_hidden)
         logits, hidden, own_mask, positions = prefill(
-            self.model, self.captured, ids, mask, own, self.common, self.layer
+            self.model, self.captured, ids, mask, own, self.common, self.layer, prefix
         )
         if self.prompt_hidden is None:
             batch, size = self.input_ids.shape[0], hidden.shape[-1]

@@ -210,6 +210,14 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return min(common, shortest - 1)
 
 
+def prefill_prefix(
+    captured: DecoderOutputs, prefix_ids: torch.Tensor, cache: DynamicCache, layer: int
+) -> torch.Tensor:
+    """Run one row's ``(1, S)`` prefix through the decoder into ``cache``; returns its ``(S, H)`` hidden states."""
+    captured.decoder(input_ids=prefix_ids, cache=cache, use_cache=True, output_hidden_states=layer != -1)
+    return captured.layer(layer)[0]
+
+
 def _prefill_shared(
     model: Any,
     captured: DecoderOutputs,
@@ -219,20 +227,20 @@ def _prefill_shared(
     cache: DynamicCache,
     common: dict[str, Any],
     layer: int,
+    prefix_hidden: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prefill the shared prefix once, copy its cache to every row, then prefill each row's rest.
 
     The cache is laid out ``[prefix | padding | rest]`` (padding masked, positions counted over real tokens only,
     so each row sees what it would see alone). Returns the last logits, the prompt's hidden states in the
     caller's ``[padding | prefix | rest]`` layout, the attention mask and the positions of the cache's columns.
+    ``prefix_hidden``: the prefix is already in ``cache`` (one row, from :func:`prefill_prefix`); these are its states.
     """
     batch, width = input_ids.shape
     lengths = attention_mask.sum(dim=1)
-    first = width - int(lengths[0])
-    captured.decoder(
-        input_ids=input_ids[:1, first : first + shared], cache=cache, use_cache=True, output_hidden_states=layer != -1
-    )
-    prefix_hidden = captured.layer(layer)[0]  # (S, H)
+    if prefix_hidden is None:
+        first = width - int(lengths[0])
+        prefix_hidden = prefill_prefix(captured, input_ids[:1, first : first + shared], cache, layer)
     cache.batch_repeat_interleave(batch)
     rest_lengths = lengths - shared
     rest = int(rest_lengths.max())
@@ -268,12 +276,17 @@ def prefill(
     cache: DynamicCache,
     common: dict[str, Any],
     layer: int,
+    prefix: tuple[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the prompts into ``cache`` (the shared instruction prefix once where there is one).
 
     Returns the last position's fp32 logits, the prompt's hidden states ``(B, P, H)``, the attention mask over the
-    cache's columns and the positions of those columns.
+    cache's columns and the positions of those columns. ``prefix``: ``(length, hidden states)`` of a prefix every
+    row starts with, already in ``cache`` as one row (a refilled decode computes it once for all its groups).
     """
+    if prefix is not None:
+        shared, hidden = prefix
+        return _prefill_shared(model, captured, input_ids, attention_mask, shared, cache, common, layer, hidden)
     shared = shared_prefix_length(input_ids, attention_mask)
     if shared:
         return _prefill_shared(model, captured, input_ids, attention_mask, shared, cache, common, layer)

@@ -12,6 +12,7 @@ from conftest import TEXTS
 from test_single_pass import NEIGHBOUR, lively, lively_backbone  # noqa: F401  (fixtures)
 
 from grace_st.modeling.refill import refill_rows
+from grace_st.modeling.single_pass import shared_prefix_length
 from grace_st.rationales import encode_with_rationales, refilled
 
 
@@ -53,6 +54,9 @@ def test_refilled_batch_gives_each_text_its_own_vector_and_rationale(lively, dec
     assert max(steps) == decode_rows, "never more rows in flight than asked for"
     prefills = [rows for rows, width in calls if width > 1]
     assert len(prefills) > 2 and max(prefills) <= decode_rows, "newcomers are prefilled as groups of their own"
+    features = model[0].preprocess(MORE)
+    shared = shared_prefix_length(features["input_ids"], features["attention_mask"])
+    assert shared > 0 and calls.count((1, shared)) == 1, "the instruction prefix is run once for all groups"
     if decode_rows > 1:
         assert sum(steps) / len(steps) > decode_rows - 1, "finished rows are refilled: steps stay (nearly) full"
 
