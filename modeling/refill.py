@@ -146,11 +146,19 @@ class _RefilledDecode:
         return shared, hidden, own
 
     def _admit(self, cache: Any, group: list[int]) -> None:
-        """Prefill ``group`` (rows of the batch) on a cache of its own and merge it into the running batch."""
+        """Prefill ``group`` (rows of the batch) on a cache of its own and merge it into the running batch.
+
+        With no row running (the first group, or after a full drain) the group is prefilled straight into the
+        running batch's cache: no second cache of a full batch's prompts exists at the same time (peak memory).
+        """
         width = max(self.lengths[i] for i in group)
         chosen = torch.tensor(group, device=self.input_ids.device)
         ids, mask = self.input_ids[chosen, -width:], self.attention_mask[chosen, -width:]
-        own, prefix = decode_cache(self.model.config, capacity=width), None
+        running = bool(self.active.numel())
+        if not running:
+            for layer_cache in cache.layers:
+                layer_cache.clear()
+        own, prefix = decode_cache(self.model.config, capacity=width) if running else cache, None
         if self.prefix is not None:
             shared, prefix_hidden, prefix_cache = self.prefix
             for layer_cache, prefix_layer in zip(own.layers, prefix_cache.layers, strict=True):
@@ -164,12 +172,14 @@ class _RefilledDecode:
             self.prompt_hidden = hidden.new_zeros((batch, self.input_ids.shape[1], size))
             self.gen_hidden = hidden.new_zeros((batch, self.steps, size))
         self.prompt_hidden[chosen, -width:] = hidden
-        span = self.mask.shape[1] if self.active.numel() else width  # longest first: never narrower than ``width``
-        for layer_cache, group_cache in zip(cache.layers, own.layers, strict=True):
-            layer_cache.append_rows(group_cache)
-        own_mask = torch.cat([own_mask.new_zeros((len(group), span - width)), own_mask], dim=1)
-        self.mask = torch.cat([self.mask.to(own_mask.dtype), own_mask]) if self.active.numel() else own_mask
-        self.logits = logits if self.logits is None or not self.active.numel() else torch.cat([self.logits, logits])
+        if not running:
+            self.mask, self.logits = own_mask, logits
+        else:
+            span = self.mask.shape[1]  # longest first: never narrower than ``width``
+            for layer_cache, group_cache in zip(cache.layers, own.layers, strict=True):
+                layer_cache.append_rows(group_cache)
+            own_mask = torch.cat([own_mask.new_zeros((len(group), span - width)), own_mask.to(self.mask.dtype)], dim=1)
+            self.mask, self.logits = torch.cat([self.mask, own_mask]), torch.cat([self.logits, logits])
         self.active = torch.cat([self.active, chosen])
         self.made = torch.cat([self.made, torch.zeros_like(chosen)])
         self.position = torch.cat([self.position, positions[:, -1] + 1])

@@ -85,6 +85,12 @@ class SlotLayer(DynamicLayer):
         self.start, self.length = 0, span
         self._expose(rows)
 
+    def clear(self) -> None:
+        """Hold no rows and no columns; the buffer stays allocated for the next rows."""
+        self.rows = self.start = self.length = 0
+        if self.key_buffer is not None:
+            self._expose(0)
+
     def drop_leading(self, columns: int) -> None:
         """Stop showing the first ``columns`` visible columns: no active row attends to them any more."""
         self.start += columns
