@@ -28,7 +28,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-from encode_speed import benchmark_texts  # noqa: E402
+from encode_speed import PeakRss, benchmark_texts  # noqa: E402
 
 
 GEMM = ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
@@ -129,22 +129,24 @@ def corpus_run(model: Any, texts: list[str], batch_size: int, refill: bool) -> d
 
     watch = StepWatch(model[0].model.get_decoder())
     start = time.perf_counter()
-    try:
-        if refill:
-            encoded = encode_with_rationales(model, texts, batch_size=batch_size)
-            vectors = torch.stack([torch.from_numpy(e.embedding) for e in encoded])
-            rationales = [e.rationale for e in encoded]
-        else:
-            outs = model.encode(texts, batch_size=batch_size, output_value=None)
-            vectors = torch.stack([o["sentence_embedding"] for o in outs])
-            rationales = [model[0].decode_rationale(o["rationale_ids"], o["rationale_mask"]) for o in outs]
-    finally:
-        watch.remove()
+    with PeakRss() as rss:
+        try:
+            if refill:
+                encoded = encode_with_rationales(model, texts, batch_size=batch_size)
+                vectors = torch.stack([torch.from_numpy(e.embedding) for e in encoded])
+                rationales = [e.rationale for e in encoded]
+            else:
+                outs = model.encode(texts, batch_size=batch_size, output_value=None, token_states=False)
+                vectors = torch.stack([o["sentence_embedding"] for o in outs])
+                rationales = [model[0].decode_rationale(o["rationale_ids"], o["rationale_mask"]) for o in outs]
+        finally:
+            watch.remove()
     seconds = time.perf_counter() - start
     return {
         "texts_per_s": len(texts) / seconds,
         "mean_step_rows": sum(watch.rows) / len(watch.rows),
         "steps": len(watch.rows),
+        "peak_rss_mb": round(rss.mb),
         "step_cost": step_cost(watch.rows, watch.seconds),
         "vectors": vectors,
         "rationales": rationales,
@@ -165,7 +167,7 @@ def corpus(model: Any, texts: list[str], batch_size: int, rounds: int) -> dict[s
         **{
             f"{name}_{key}": run[key]
             for name, run in (("plain", plain), ("refilled", refilled))
-            for key in ("steps", "step_cost")
+            for key in ("steps", "step_cost", "peak_rss_mb")
         },
         **{
             f"{name}_mean_step_rows": round(run["mean_step_rows"], 1)
