@@ -125,8 +125,9 @@ class SlotLayer(DynamicLayer):
         if self.rows != 1:
             raise RuntimeError("SlotLayer repeats a one-row cache only (the shared prefix).")
         visible = slice(self.start, self.length)
-        keys, values = self.key_buffer[:1, :, visible], self.value_buffer[:1, :, visible]
-        self._allocate(repeats, keys, values)
+        keys, values = self.key_buffer[:1, :, visible].clone(), self.value_buffer[:1, :, visible].clone()
+        if self.key_buffer.shape[0] < repeats:  # a buffer with room (a refilled batch's) is reused: no second copy
+            self._allocate(repeats, keys, values)
         self.key_buffer[:repeats, :, visible] = keys
         self.value_buffer[:repeats, :, visible] = values
         self._expose(repeats)
