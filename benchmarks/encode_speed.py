@@ -12,11 +12,27 @@ definitions with their examples):
 3. the library's ``model.encode`` at each ``--batch-sizes`` (single pass), and at the largest batch size with the
    two-pass path (``two_pass_generation()``: ``generate``, then a second forward of the base model, public APIs only
    and no CPU kernels: what a saved folder runs where ``grace_st`` is not installed);
-4. per run: texts/s, generated tokens/s, useful GFLOP/s (2 x parameters x (prompt tokens + generated tokens) /
+4. the default corpus path: what ``grace encode --file`` runs (``encode_with_rationales``, 256-text chunks,
+   ``--corpus-batch-size`` 64) on ``--corpus-texts`` texts, the first ``--texts`` of them the ones above (checked
+   against the naive vectors and rationales); its texts/s and rate go in the JSON beside the largest batch's;
+5. per run: texts/s, generated tokens/s, useful GFLOP/s (2 x parameters x (prompt tokens + generated tokens) /
    wall time) and its fraction of that run's matmul rate, peak RSS during the run, the largest cosine
    distance to the naive vectors and how many rationales differ from the naive ones;
-5. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
-   batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs).
+6. as its last line, one JSON object: speedup_vs_naive (largest batch over naive, texts/s), flop_fraction (largest
+   batch), single_pass_speedup (single over two-pass at the largest batch) and max_cos_distance (over all runs);
+   then the corpus path's texts/s, its fraction and its ratio to the largest batch, and the machine: CPU model,
+   vector extensions (avx2, avx512f, avx512_vnni, amx_*, ...) and a measured copy bandwidth.
+
+Where the time goes (AMD EPYC, AVX2 + FMA, no AVX-512; 2 threads; measured 2026-12-01 with
+``benchmarks/decode_profile.py --profile --texts 64 --skip 4 --steps 6 --max-new-tokens 64``): a batch-64 decode step
+(steps 4-9, 57.5 rows on average) took 169 ms under ``torch.profiler`` (179 ms for the unprofiled steps just before).
+71.5 % of it is the linear layers and the LM head (oneDNN packed-weight GEMMs) at 128 GFLOP/s, about the machine's
+fp32 matmul rate; 10.4 % attention (``bmm``/``baddbmm``/softmax); 8.3 % elementwise ops and copies (norms, RoPE,
+SiLU, cache writes); 9.7 % in no operator (Python and dispatch). A least-squares fit of step time on rows over a
+whole corpus run gives about 40-55 ms a step shared by all rows plus 2.0 ms a row: on this machine a batch-64 step
+is bound by arithmetic, so keeping steps full (refilling finished rows) saves only the shared part of the steps it
+removes, a few per cent. On an AVX-512 machine (twice the matmul rate) the per-row part halves and the shared part
+(streaming the 540 MB of weights, dispatch) weighs about twice as much.
 
     python benchmarks/encode_speed.py            # the full run (about 20-25 min on a 2-core CPU)
     python benchmarks/encode_speed.py --texts 16 --batch-sizes 1 16 --max-new-tokens 16   # a quick look
@@ -64,6 +80,46 @@ def benchmark_texts(count: int) -> list[str]:
         else:
             texts.append(f"{synset.lemmas[0].replace('_', ' ')}: {synset.definition}; " + "; ".join(synset.examples))
     return texts
+
+
+VECTOR_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16")
+VECTOR_FLAGS += ("avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+"""The /proc/cpuinfo flags that decide which GEMM kernels oneDNN and MKL can pick (AVX2 vs AVX-512, VNNI, AMX)."""
+
+
+def cpu_facts() -> dict[str, Any]:
+    """The CPU model and which of :data:`VECTOR_FLAGS` it has, from /proc/cpuinfo (Linux; empty elsewhere).
+
+    The same code reaches 64 % of the matmul rate on one machine kind and 52 % on another, so every result is
+    labelled with the machine it was measured on.
+    """
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": "unknown", "vector_extensions": []}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}  # the last processor's entries
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_model": fields.get("model name", "unknown"),
+        "vector_extensions": [f for f in VECTOR_FLAGS if f in flags],
+    }
+
+
+def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """Best-of-``repeats`` copy bandwidth of a ``megabytes`` fp32 tensor, in GB/s (bytes read + bytes written).
+
+    A decode step at a few dozen rows streams all 540 MB of weights once; this rate bounds it from below.
+    """
+    source = torch.ones(megabytes * 1024**2 // 4)
+    target = torch.empty_like(source)
+    target.copy_(source)  # warm-up: pages mapped
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() * 4 / best / 1e9
 
 
 class PeakRss:
@@ -128,6 +184,42 @@ def library_encode(model: Any, texts: list[str], batch_size: int) -> dict[str, A
     }
 
 
+def corpus_texts(headline: list[str], count: int) -> list[str]:
+    """``count`` texts that start with the headline texts (so they can be checked against the naive vectors) and go
+    on with more WordNet texts spread over the lexicon."""
+    seen = set(headline)
+    more = [text for text in benchmark_texts(count) if text not in seen]
+    return (headline + more)[:count]
+
+
+def corpus_encode(model: Any, texts: list[str], batch_size: int, checked: int) -> dict[str, Any]:
+    """What ``grace encode --file`` runs by default: ``encode_with_rationales`` (256-text chunks) at ``batch_size``.
+
+    Token counts are read off the generator's outputs as they pass (the corpus path keeps only vectors and
+    rationale strings); the first ``checked`` texts' vectors and rationales are kept for the comparison.
+    """
+    from grace_st.rationales import encode_with_rationales
+
+    counts = {"prompt": 0, "gen": 0}
+
+    def count(module: Any, args: Any, output: dict[str, torch.Tensor]) -> None:
+        generated = int(output["rationale_mask"].sum())
+        counts["prompt"] += int(output["sequence_mask"].sum()) - generated
+        counts["gen"] += generated
+
+    handle = model[0].register_forward_hook(count)
+    try:
+        encoded = encode_with_rationales(model, texts, batch_size=batch_size)
+    finally:
+        handle.remove()
+    return {
+        "vectors": torch.stack([torch.from_numpy(e.embedding) for e in encoded[:checked]]),
+        "rationales": [e.rationale for e in encoded[:checked]],
+        "texts": len(encoded),
+        **counts,
+    }
+
+
 class MatmulSampler:
     """The matmul rate measured before, during (every ``interval`` seconds, between two forward calls) and after a run.
 
@@ -174,7 +266,7 @@ def timed(model: torch.nn.Module, run: Any) -> tuple[dict[str, Any], float, floa
 def row(
     name: str, result: dict, seconds: float, rss: float, sampler: MatmulSampler, params: int, naive: dict | None
 ) -> dict:
-    texts, rate = len(result["rationales"]), sampler.rate
+    texts, rate = result.get("texts", len(result["rationales"])), sampler.rate
     gflops = 2 * params * (result["prompt"] + result["gen"]) / seconds / 1e9
     entry = {
         "run": name,
@@ -216,6 +308,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--corpus-texts", type=int, default=512, help="texts of the corpus-path row (grace encode --file defaults)"
+    )
+    parser.add_argument("--corpus-batch-size", type=int, default=64, help="grace encode's --batch-size default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -224,6 +320,11 @@ def main() -> None:
     from grace_st.rationale_generator import two_pass_generation
 
     hf_logging.set_verbosity_error()
+    machine = {**cpu_facts(), "memory_bandwidth_gbs": round(memory_bandwidth_gbs(), 1)}
+    print(
+        f"CPU: {machine['cpu_model']}; vector extensions: {' '.join(machine['vector_extensions']) or 'none found'}; "
+        f"memory bandwidth (512 MB copy, best of 5): {machine['memory_bandwidth_gbs']} GB/s"
+    )
     print(f"fp32 matmul rate at start: {matmul_gflops():.1f} GFLOP/s ({args.threads} threads, 2048^3, best of 5)")
     texts = benchmark_texts(args.texts)
     model = build_grace_model(max_new_tokens=args.max_new_tokens, device="cpu")
@@ -244,6 +345,13 @@ def main() -> None:
         results[batch_size] = timed(generator.model, lambda b=batch_size: library_encode(model, texts, b))
         rows.append(row(f"library b={batch_size} single pass", *results[batch_size], params, naive[0]))
         print(f"library b={batch_size} done in {results[batch_size][1]:.0f} s", flush=True)
+    corpus = corpus_texts(texts, args.corpus_texts)
+    as_text = [generator.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in naive[0]["rationales"]]
+    naive_text = {**naive[0], "rationales": as_text}
+    encoded = timed(generator.model, lambda: corpus_encode(model, corpus, args.corpus_batch_size, len(texts)))
+    corpus_name = f"corpus path ({len(corpus)} texts, b={args.corpus_batch_size})"
+    rows.append(row(corpus_name, *encoded, params, naive_text))
+    print(f"corpus path done in {encoded[1]:.0f} s", flush=True)
     largest = max(args.batch_sizes)
     with two_pass_generation():  # what a saved folder runs where grace_st is not installed (public APIs only)
         two_pass = timed(generator.model, lambda: library_encode(model, texts, largest))
@@ -262,6 +370,11 @@ def main() -> None:
         # would be had the machine run at one speed throughout (it moves by tens of percent on a shared host).
         "speedup_vs_naive_at_equal_rate": round(best["flop_fraction"] / rows[0]["flop_fraction"], 3),
         "single_pass_speedup_at_equal_rate": round(best["flop_fraction"] / two_pass["flop_fraction"], 3),
+        # The default corpus path (grace encode --file) beside the largest batch, same run (added, not a headline).
+        "corpus_texts_per_s": round(by_name[corpus_name]["texts_per_s"], 3),
+        "corpus_flop_fraction": round(by_name[corpus_name]["flop_fraction"], 3),
+        "corpus_over_largest_batch": round(by_name[corpus_name]["texts_per_s"] / best["texts_per_s"], 3),
+        **machine,
     }
     print(json.dumps(summary))
 

@@ -36,7 +36,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from .encode_io import check_texts, keep_pooled_outputs
     from .generation import GenerationSettings, end_token_ids, pad_token_id_for
-    from .generation_path import generate_fn, two_pass_generation  # noqa: F401  (importable from here too)
+    from .generation_path import generate_fn, refill_fn, two_pass_generation  # noqa: F401  (importable from here too)
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for, tokenize_texts
     from .role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
@@ -47,7 +47,7 @@ except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from grace_st.modeling.encode_io import check_texts, keep_pooled_outputs
     from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
-    from grace_st.modeling.generation_path import generate_fn, two_pass_generation  # noqa: F401
+    from grace_st.modeling.generation_path import generate_fn, refill_fn, two_pass_generation  # noqa: F401
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import (
         DEFAULT_INSTRUCTION,
@@ -128,7 +128,8 @@ class RationaleGenerator(InputModule):
         "min_library_version",
     ]
     save_in_root = True
-    forward_kwargs = {"token_states"}  # encode(..., token_states=False): see keep_pooled_outputs
+    # encode(..., token_states=False): see keep_pooled_outputs; encode(..., decode_rows=64): see _generate_rows
+    forward_kwargs = {"token_states", "decode_rows"}
 
     def __init__(
         self,
@@ -381,7 +382,7 @@ class RationaleGenerator(InputModule):
             completion_mask, seq_att = rationale_ids, att
             features["token_embeddings"] = select_hidden_states(self.model, ids, att, self.layer)
         else:
-            generated = self._generate_rows(ids, att, rows, mode.max_new_tokens)
+            generated = self._generate_rows(ids, att, rows, mode.max_new_tokens, kwargs.get("decode_rows"))
             rationale_ids, features["token_embeddings"] = generated.rationale_ids, generated.hidden
             completion_mask = rationale_mask(rationale_ids, self.end_ids)
             completion_mask[[i for i in range(len(ids)) if i not in set(rows)]] = 0  # input-only rows wrote nothing
@@ -392,9 +393,13 @@ class RationaleGenerator(InputModule):
         return features
 
     def _generate_rows(
-        self, ids: torch.Tensor, att: torch.Tensor, rows: list[int], max_new_tokens: int
+        self, ids: torch.Tensor, att: torch.Tensor, rows: list[int], max_new_tokens: int, decode_rows: int | None
     ) -> GeneratedBatch:
         """Rationales and hidden states of ``rows`` of the batch; the other rows get their prompt's states only.
+
+        ``decode_rows``: with greedy decoding and the installed library, decode at most this many rows at a time and
+        refill the rows that finish with the next texts (``refill.py``): a corpus hands a whole chunk to one call,
+        and every decode step stays full. Same vectors and rationales as a batch of its own; None: the batch as given.
 
         Layout as for the whole batch (``rationale_ids`` ``(B, G)``, ``hidden`` ``(B, P + G, H)``): the rows without
         a rationale (a role mode's length threshold) hold their input-only states and padding, so each row's vector
@@ -403,8 +408,11 @@ class RationaleGenerator(InputModule):
         run = generate_fn()
         settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
         end_ids, pad, layer = self.end_ids, self.pad_token_id, self.layer
+        refill = refill_fn() if decode_rows and not settings.do_sample else None
 
         def generate(i: torch.Tensor, a: torch.Tensor) -> GeneratedBatch:
+            if refill is not None:
+                return refill(self.model, i, a, settings, end_ids, pad, layer, decode_rows, self.token_budget)
             return generate_packed(
                 lambda i_, a_: run(self.model, i_, a_, settings, end_ids, pad, layer), i, a, max_new_tokens,
                 self.token_budget, pad,

@@ -44,6 +44,18 @@ def pooled_only(model: SentenceTransformer) -> dict[str, bool]:
     return {"token_states": False} if "token_states" in model.get_model_kwargs() else {}
 
 
+def refilled(model: SentenceTransformer, batch_size: int, texts: int) -> dict[str, int]:
+    """``encode`` kwargs that decode ``batch_size`` rows at a time over the whole chunk of ``texts`` texts.
+
+    The chunk goes to the model as one batch and the module keeps ``batch_size`` rationales in flight, refilling
+    finished rows with the next texts (``modeling/refill.py``), so decode steps stay full instead of shrinking as
+    rationales end. A folder's older module copy has no such option: it gets ``batch_size`` as before.
+    """
+    if "decode_rows" not in model.get_model_kwargs():
+        return {"batch_size": batch_size}
+    return {"batch_size": max(batch_size, texts), "decode_rows": batch_size}
+
+
 def encode_with_rationales(
     model: SentenceTransformer,
     texts: list[str],
@@ -85,13 +97,13 @@ def encode_with_rationales(
             part,
             prompt_name=prompt_name,
             prompt=prompt,
-            batch_size=batch_size,
             show_progress_bar=show_progress_bar,
             output_value=None,
             pool=pool,
             chunk_size=_pool_chunk(len(part), pool),
             task=task,
             **pooled_only(model),
+            **refilled(model, batch_size, len(part) if pool is None else _pool_chunk(len(part), pool)),
         )
         encoded += [
             GraceEncoding(

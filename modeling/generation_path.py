@@ -69,3 +69,14 @@ def generate_fn() -> GenerateFn:
     """The path this process takes now: the single pass where the library allows it, unless forced to two passes."""
     fast = None if _two_pass_forced else library_single_pass()
     return fast or generate_then_embed
+
+
+def refill_fn() -> GenerateFn | None:
+    """The installed library's refilled decode (``grace_st.modeling.refill``), where the single pass is in use."""
+    if _two_pass_forced or library_single_pass() is None:
+        return None
+    try:  # in a try block: a folder's copy must not list grace_st as a required package (transformers scans imports)
+        from grace_st.modeling.refill import generate_refilled
+    except ImportError:
+        return None
+    return generate_refilled

@@ -42,7 +42,7 @@ except ImportError:  # a folder's own copy, loaded without the library
     GraceUserError, GraceUserTypeError = ValueError, TypeError  # type: ignore[misc,assignment]
 
 
-class _DecoderOutputs:
+class DecoderOutputs:
     """Captures the decoder's own output during a causal-LM forward.
 
     The causal-LM forward returns logits but not ``last_hidden_state``; asking for ``output_hidden_states`` would
@@ -59,7 +59,7 @@ class _DecoderOutputs:
             )
         self.decoder, self.output = decoder, None
 
-    def __enter__(self) -> _DecoderOutputs:
+    def __enter__(self) -> DecoderOutputs:
         self._handle = self.decoder.register_forward_hook(self._keep)
         return self
 
@@ -177,7 +177,7 @@ def generate_with_hidden_states(
         raise ValueError(f"Row groups cover {sum(g.rows for g in groups)} rows; the batch has {input_ids.shape[0]}.")
     with (
         seeded_sampling(settings, input_ids.device),
-        _DecoderOutputs(model) as captured,
+        DecoderOutputs(model) as captured,
         cpu_kernels(model, input_ids),
     ):
         chooser = _TokenChooser(groups, input_ids.device)
@@ -210,29 +210,37 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return min(common, shortest - 1)
 
 
+def prefill_prefix(
+    captured: DecoderOutputs, prefix_ids: torch.Tensor, cache: DynamicCache, layer: int
+) -> torch.Tensor:
+    """Run one row's ``(1, S)`` prefix through the decoder into ``cache``; returns its ``(S, H)`` hidden states."""
+    captured.decoder(input_ids=prefix_ids, cache=cache, use_cache=True, output_hidden_states=layer != -1)
+    return captured.layer(layer)[0]
+
+
 def _prefill_shared(
     model: Any,
-    captured: _DecoderOutputs,
+    captured: DecoderOutputs,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     shared: int,
     cache: DynamicCache,
     common: dict[str, Any],
     layer: int,
+    prefix_hidden: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prefill the shared prefix once, copy its cache to every row, then prefill each row's rest.
 
     The cache is laid out ``[prefix | padding | rest]`` (padding masked, positions counted over real tokens only,
     so each row sees what it would see alone). Returns the last logits, the prompt's hidden states in the
     caller's ``[padding | prefix | rest]`` layout, the attention mask and the positions of the cache's columns.
+    ``prefix_hidden``: the prefix is already in ``cache`` (one row, from :func:`prefill_prefix`); these are its states.
     """
     batch, width = input_ids.shape
     lengths = attention_mask.sum(dim=1)
-    first = width - int(lengths[0])
-    captured.decoder(
-        input_ids=input_ids[:1, first : first + shared], cache=cache, use_cache=True, output_hidden_states=layer != -1
-    )
-    prefix_hidden = captured.layer(layer)[0]  # (S, H)
+    if prefix_hidden is None:
+        first = width - int(lengths[0])
+        prefix_hidden = prefill_prefix(captured, input_ids[:1, first : first + shared], cache, layer)
     cache.batch_repeat_interleave(batch)
     rest_lengths = lengths - shared
     rest = int(rest_lengths.max())
@@ -254,9 +262,42 @@ def _prefill_shared(
     return out.logits[:, -1].to(dtype=torch.float32), hidden, mask, positions
 
 
+def forward_options(model: Any, layer: int) -> dict[str, Any]:
+    """Keyword arguments of every causal-LM call of the loop: cache on, LM head on the last position only."""
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    return {"use_cache": True, "output_hidden_states": layer != -1, **keep_last}
+
+
+def prefill(
+    model: Any,
+    captured: DecoderOutputs,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: DynamicCache,
+    common: dict[str, Any],
+    layer: int,
+    prefix: tuple[int, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the prompts into ``cache`` (the shared instruction prefix once where there is one).
+
+    Returns the last position's fp32 logits, the prompt's hidden states ``(B, P, H)``, the attention mask over the
+    cache's columns and the positions of those columns. ``prefix``: ``(length, hidden states)`` of a prefix every
+    row starts with, already in ``cache`` as one row (a refilled decode computes it once for all its groups).
+    """
+    if prefix is not None:
+        shared, hidden = prefix
+        return _prefill_shared(model, captured, input_ids, attention_mask, shared, cache, common, layer, hidden)
+    shared = shared_prefix_length(input_ids, attention_mask)
+    if shared:
+        return _prefill_shared(model, captured, input_ids, attention_mask, shared, cache, common, layer)
+    mask, positions = attention_mask, position_ids_from_mask(attention_mask)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, **common)
+    return out.logits[:, -1].to(dtype=torch.float32), captured.layer(layer), mask, positions
+
+
 def _decode(
     model: Any,
-    captured: _DecoderOutputs,
+    captured: DecoderOutputs,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     settings: GenerationSettings,
@@ -267,18 +308,9 @@ def _decode(
     logprobs: bool = False,
 ) -> GeneratedBatch:
     batch, steps, device = input_ids.shape[0], settings.max_new_tokens, input_ids.device
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    common = {"use_cache": True, "output_hidden_states": layer != -1, **keep_last}
+    common = forward_options(model, layer)
     cache = decode_cache(model.config, capacity=input_ids.shape[1] + steps)
-    shared = shared_prefix_length(input_ids, attention_mask)
-    if shared:
-        logits, prompt_hidden, mask, positions = _prefill_shared(
-            model, captured, input_ids, attention_mask, shared, cache, common, layer
-        )
-    else:
-        mask, positions = attention_mask, position_ids_from_mask(attention_mask)
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, **common)
-        logits, prompt_hidden = logits.logits[:, -1].to(dtype=torch.float32), captured.layer(layer)
+    logits, prompt_hidden, mask, positions = prefill(model, captured, input_ids, attention_mask, cache, common, layer)
     generated = torch.full((batch, steps), pad_token_id, dtype=torch.long, device=device)
     gen_hidden = prompt_hidden.new_zeros((batch, steps, prompt_hidden.shape[-1]))
     token_logprobs = torch.zeros((batch, steps), device=device) if logprobs else None

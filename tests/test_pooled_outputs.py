@@ -33,7 +33,9 @@ def test_encode_with_rationales_never_receives_token_states(grace_tiny, monkeypa
     encoded = encode_with_rationales(grace_tiny, TEXTS, batch_size=2)
     monkeypatch.undo()
     assert seen and all("token_embeddings" not in keys for keys in seen)
-    np.testing.assert_array_equal(np.stack([e.embedding for e in encoded]), grace_tiny.encode(TEXTS, batch_size=2))
+    # the corpus path decodes the whole chunk refilled (other row neighbours): equal to float rounding, not bitwise
+    vectors = np.stack([e.embedding for e in encoded])
+    np.testing.assert_allclose(vectors, grace_tiny.encode(TEXTS, batch_size=2), rtol=0, atol=1e-6)
 
 
 def test_a_reloaded_model_keeps_the_option(grace_tiny, tmp_path):
