@@ -385,7 +385,8 @@ class RationaleGenerator(InputModule):
             generated = self._generate_rows(ids, att, rows, mode.max_new_tokens, kwargs.get("decode_rows"))
             rationale_ids, features["token_embeddings"] = generated.rationale_ids, generated.hidden
             completion_mask = rationale_mask(rationale_ids, self.end_ids)
-            completion_mask[[i for i in range(len(ids)) if i not in set(rows)]] = 0  # input-only rows wrote nothing
+            generating = set(rows)
+            completion_mask[[i for i in range(len(ids)) if i not in generating]] = 0  # input-only rows wrote nothing
             seq_att = torch.cat([att, completion_mask], 1)
         features["sequence_mask"] = seq_att
         features["attention_mask"] = pooled_span_masks(prompt_span, completion_mask, spans)
@@ -420,8 +421,8 @@ class RationaleGenerator(InputModule):
 
         if len(rows) == len(ids):
             return generate(ids, att)
-        chosen = torch.tensor(rows, device=ids.device)
-        others = torch.tensor([i for i in range(len(ids)) if i not in set(rows)], device=ids.device)
+        chosen, kept = torch.tensor(rows, device=ids.device), set(rows)
+        others = torch.tensor([i for i in range(len(ids)) if i not in kept], device=ids.device)
         part = generate(ids[chosen], att[chosen])
         hidden = part.hidden.new_zeros((len(ids), *part.hidden.shape[1:]))
         hidden[chosen] = part.hidden

@@ -93,6 +93,7 @@ def encode_with_rationales(
     encoded: list[GraceEncoding] = []
     for start in range(0, len(texts), chunk):
         part = list(texts[start : start + chunk])
+        per_call = _pool_chunk(len(part), pool)  # texts per worker task; None: one process takes the whole part
         outputs = model.encode(
             part,
             prompt_name=prompt_name,
@@ -100,10 +101,10 @@ def encode_with_rationales(
             show_progress_bar=show_progress_bar,
             output_value=None,
             pool=pool,
-            chunk_size=_pool_chunk(len(part), pool),
+            chunk_size=per_call,
             task=task,
             **pooled_only(model),
-            **refilled(model, batch_size, len(part) if pool is None else _pool_chunk(len(part), pool)),
+            **refilled(model, batch_size, per_call or len(part)),
         )
         encoded += [
             GraceEncoding(

@@ -1,9 +1,10 @@
 """Continuous batching for greedy encoding: rows that finish are refilled with the next texts, so steps stay full.
 
-A decode step costs about the same whether it runs 64 rows or 40: at a few dozen rows per product the step is
-bound by streaming the weights, not by arithmetic. Decoding a fixed batch, rows drop out as their rationales end
-(on WordNet texts at 64 new tokens a batch-64 step ran 39 rows on average), so the later steps pay the full weight
-stream for a shrinking batch. Given more texts than rows (the corpus path hands a whole chunk to one call), this
+A decode step has a part every row shares (streaming the weights, dispatch, the LM head's setup) and a part per
+row: on the AVX2 machine a batch-64 step measured about 37-55 ms shared plus about 2 ms a row
+(``benchmarks/decode_profile.py``). Decoding a fixed batch, rows drop out as their rationales end (on WordNet texts
+at 64 new tokens a batch-64 step ran 43 rows on average), so the later steps pay the shared part for a shrinking
+batch. Given more texts than rows (the corpus path hands a whole chunk to one call), this
 loop keeps up to ``rows`` rationales in flight: when enough rows have finished, the next texts (longest first) are
 prefilled as a group of their own (:func:`~.single_pass.prefill`; the instruction prefix every text shares is run
 once per call and its cache copied into each group) and merged
@@ -158,7 +159,8 @@ class _RefilledDecode:
         if not running:
             for layer_cache in cache.layers:
                 layer_cache.clear()
-        own, prefix = decode_cache(self.model.config, capacity=width) if running else cache, None
+        own = decode_cache(self.model.config, capacity=width) if running else cache
+        prefix = None
         if self.prefix is not None:
             shared, prefix_hidden, prefix_cache = self.prefix
             for layer_cache, prefix_layer in zip(own.layers, prefix_cache.layers, strict=True):

@@ -92,6 +92,14 @@ def test_role_modes_save_and_reload(grace_tiny, tmp_path):
     assert load_grace_model(plain, device="cpu")[0].role_modes is None
 
 
+def _edit_config(folder, edit):
+    """Change a saved folder's ``grace_config.json`` by hand, as a user editing the file would."""
+    path = folder / "grace_config.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+
+
 def test_an_older_library_refuses_the_new_format(grace_tiny, tmp_path, monkeypatch):
     """The library before per-role modes read format 2 and knew no role_modes key: it must refuse, not drop them."""
     grace_tiny[0].role_modes = "query-only"
@@ -100,9 +108,7 @@ def test_an_older_library_refuses_the_new_format(grace_tiny, tmp_path, monkeypat
     monkeypatch.delitem(saved_settings.SAVED_SETTINGS, "role_modes")
     with pytest.raises(GraceUserError, match=r"\['role_modes'\] that are not saved GRACE settings.*upgrade grace-st"):
         load_grace_model(folder, device="cpu")
-    config = json.loads((folder / "grace_config.json").read_text())
-    del config["role_modes"]  # even a hand-edited file keeps its version: still refused, naming the upgrade
-    (folder / "grace_config.json").write_text(json.dumps(config))
+    _edit_config(folder, lambda config: config.pop("role_modes"))  # a hand-edited file keeps its version: refused
     with pytest.raises(GraceUserError, match=r"format_version 3, newer than the 2 this code reads.*Upgrade grace-st"):
         load_grace_model(folder, device="cpu")
 
@@ -110,9 +116,7 @@ def test_an_older_library_refuses_the_new_format(grace_tiny, tmp_path, monkeypat
 def test_bad_saved_role_modes_are_refused_by_name(grace_tiny, tmp_path):
     grace_tiny[0].role_modes = "full"
     folder = save_grace_model(grace_tiny, tmp_path / "modes")
-    config = json.loads((folder / "grace_config.json").read_text())
-    config["role_modes"]["query"]["budget"] = 4
-    (folder / "grace_config.json").write_text(json.dumps(config))
+    _edit_config(folder, lambda config: config["role_modes"]["query"].update(budget=4))
     with pytest.raises(GraceUserError, match=r"role_modes.query has keys \['budget'\] that are not role-mode"):
         load_grace_model(folder, device="cpu")
 
