@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from encode_speed import PeakRss, benchmark_texts  # noqa: E402
 
 
-GEMM = ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
+GEMM = ("mkldnn::_linear_pointwise", "mkl::_mkl_linear", "aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
 ATTENTION = ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::softmax", "aten::_scaled_dot_product")
 
 

@@ -398,9 +398,11 @@ class RationaleGenerator(InputModule):
     ) -> GeneratedBatch:
         """Rationales and hidden states of ``rows`` of the batch; the other rows get their prompt's states only.
 
-        ``decode_rows``: with greedy decoding and the installed library, decode at most this many rows at a time and
-        refill the rows that finish with the next texts (``refill.py``): a corpus hands a whole chunk to one call,
-        and every decode step stays full. Same vectors and rationales as a batch of its own; None: the batch as given.
+        With greedy decoding and the installed library, the batch goes through the refilled decode (``refill.py``):
+        its prompts are prefilled in runs of similar length (less padding), and with ``decode_rows`` at most that
+        many rows are decoded at a time, the rows that finish refilled with the next texts (a corpus hands a whole
+        chunk to one call, and every decode step stays full). Same vectors and rationales as a batch of its own;
+        ``decode_rows`` None: all rows of the batch at once.
 
         Layout as for the whole batch (``rationale_ids`` ``(B, G)``, ``hidden`` ``(B, P + G, H)``): the rows without
         a rationale (a role mode's length threshold) hold their input-only states and padding, so each row's vector
@@ -409,11 +411,12 @@ class RationaleGenerator(InputModule):
         run = generate_fn()
         settings = dataclasses.replace(self.settings, max_new_tokens=max_new_tokens)
         end_ids, pad, layer = self.end_ids, self.pad_token_id, self.layer
-        refill = refill_fn() if decode_rows and not settings.do_sample else None
+        refill = refill_fn() if not settings.do_sample else None
 
         def generate(i: torch.Tensor, a: torch.Tensor) -> GeneratedBatch:
             if refill is not None:
-                return refill(self.model, i, a, settings, end_ids, pad, layer, decode_rows, self.token_budget)
+                in_flight = decode_rows or len(i)
+                return refill(self.model, i, a, settings, end_ids, pad, layer, in_flight, self.token_budget)
             return generate_packed(
                 lambda i_, a_: run(self.model, i_, a_, settings, end_ids, pad, layer), i, a, max_new_tokens,
                 self.token_budget, pad,

@@ -1,36 +1,40 @@
-"""The model's linear layers through oneDNN, on weights packed once per generation call, while decoding on a CPU.
+"""The model's linear layers on weights packed once per generation call, while decoding on a CPU.
 
-A decode step multiplies a few dozen rows by every weight matrix of the model: short products whose cost on a CPU
-is dominated by how the weight is streamed, not by arithmetic. PyTorch's default CPU GEMM repacks each weight on
-every call. oneDNN's linear on a weight reordered once into its own blocked layout (what inductor's CPU freezing
-does) measured, on SmolLM2-135M's shapes with 2 threads, 15-35 % faster for the 30 layers' 576x1536 and 1536x576
-products at 4 to 64 rows, and 30 % faster than the previous oneDNN path for the 49k x 576 LM head; at prefill
-sizes (thousands of rows) both are the same. Packing all 134M weights takes about 0.35 s, so it is done per call
-only for batches of at least :data:`PACK_MIN_ROWS` rows (a one-row call would not earn it back), and only while the
-packed copy stays under :data:`PACK_MAX_BYTES` (the copy lives as long as the call: big models on a CPU keep one
-set of weights).
+A decode step multiplies a few dozen rows by every weight matrix of the model; PyTorch's default CPU GEMM repacks
+each weight on every call. Here each weight is packed once per call by the faster packed-GEMM library of this
+machine (:mod:`.cpu_gemm`: oneDNN or MKL), and sibling layers that read the same input (q/k/v, gate/up) run as one
+product over their stacked weights. Packing all 134M weights of SmolLM2-135M takes 0.2-0.35 s, so it is done per
+call only for batches of at least :data:`PACK_MIN_ROWS` rows (a one-row call would not earn it back), and only
+while the packed copy stays under :data:`PACK_MAX_BYTES` (the copy lives as long as the call: big models on a CPU
+keep one set of weights).
 
-Only plain fp32 CPU ``nn.Linear`` modules with no replaced ``forward`` are packed (accelerate's hooks keep theirs),
-and only where this torch build can run the ops. A PEFT LoRA linear in eval mode (training rollouts run the policy
-with its adapter active) is packed with its adapters folded in, ``W + B A * scaling`` (PEFT's own
-``get_delta_weight``), computed per call and never written back: the same outputs to float rounding, without the
-adapter's extra small products and Python on every step; adapter variants (DoRA, ...) and LoRA biases keep PEFT's
-forward. Outputs agree with ``F.linear`` to float
-rounding (a different summation order); the single-pass tests hold the whole encode equal to the two-pass path.
+Only plain fp32 CPU ``nn.Linear`` modules with no replaced ``forward`` are packed (accelerate's hooks keep theirs).
+A PEFT LoRA linear in eval mode (training rollouts run the policy with its adapter active) is packed with its
+adapters folded in, ``W + B A * scaling`` (PEFT's own ``get_delta_weight``), computed per call and never written
+back: the same outputs to float rounding, without the adapter's extra small products and Python on every step;
+adapter variants (DoRA, ...) and LoRA biases keep PEFT's forward. Outputs agree with ``F.linear`` to float rounding
+(a different summation order); the single-pass tests hold the whole encode equal to the two-pass path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import torch
 
+from .cpu_gemm import Product, gemm_backend, packed_product
+
 
 PACK_MIN_ROWS = 2
 """Smallest batch whose decode saves more than the one-off packing costs."""
+
+PACKED_MAX_ROWS = 256
+"""Largest input (rows) multiplied by the packed weights. At a few hundred rows and more every GEMM library runs at
+the matmul rate, and MKL's packed product measured slower in the whole model there (a 64 x 60-token prefill:
+4.2 s against oneDNN's 3.1 s, the elementwise operations around it slower too), so prefills keep PyTorch's own."""
 
 PACK_MAX_BYTES = 2 * 1024**3
 """Largest packed copy of the linear weights held during a call (SmolLM2-135M: about 0.5 GB)."""
@@ -77,45 +81,129 @@ def _packable(model: Any) -> list[tuple[Any, torch.Tensor, torch.Tensor | None]]
     return out
 
 
-@cache
-def _packing_works() -> bool:
-    """Whether this torch build has oneDNN and its packed-weight linear (private ops, so probed, not assumed)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        weight, inputs = torch.ones(3, 2), torch.ones(1, 2)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        return bool(
-            torch.equal(torch.ops.mkldnn._linear_pointwise(inputs, packed, None, "none", [], ""), inputs @ weight.T)
-        )
-    except (AttributeError, RuntimeError):
-        return False
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+"""Linear layers a decoder block calls one after another on the same input (attention's query, key and value
+projections; the gated MLP's gate and up projections), by their attribute names in transformers' decoder families."""
 
 
-def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
+def _version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place version counter; -2 for an inference tensor, which has none.
+
+    Under ``torch.inference_mode`` (sentence-transformers' ``encode``) only the tensor's identity tells the siblings'
+    input apart: a block that writes into its input between the sibling calls would need a version to be seen.
+    No transformers decoder does, and outside inference mode the version catches it.
+    """
+    return -2 if tensor.is_inference() else tensor._version
+
+
+class SharedProduct:
+    """The forward of a group of linear layers: one packed product for siblings that read the same input.
+
+    Why: in a decode step the key and value projections are products of a few dozen rows by a 576 x 192 weight
+    (SmolLM2-135M), too small to run the GEMM kernel at its rate; one product over the stacked weights does the
+    three (or gate and up: two) in one call. Whichever sibling is called first with an input computes the whole
+    product; the others return their slice while the input is the same tensor, unmodified (same object, same
+    version counter). Any other call recomputes, so a model that feeds its siblings different inputs still gets the
+    right outputs, only without the saving (inference tensors carry no version counter: there the identity alone
+    decides). The slices are views of the one output, split along its last dimension. A group of one is a plain
+    packed linear.
+
+    Inputs of more than :data:`PACKED_MAX_ROWS` rows (a prefill) skip the packed product: each member multiplies
+    by its own weight with PyTorch's GEMM, which runs at the matmul rate there.
+    """
+
+    def __init__(self, product: Product, members: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        self.product, self.members = product, members
+        self.sizes = [weight.shape[0] for weight, _ in members]
+        self.inputs: torch.Tensor | None = None
+        self.version = -1
+        self.outputs: tuple[torch.Tensor, ...] = ()
+
+    def forward(self, index: int, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.numel() > PACKED_MAX_ROWS * inputs.shape[-1]:
+            weight, bias = self.members[index]
+            return torch.nn.functional.linear(inputs, weight, bias)
+        if len(self.sizes) == 1:
+            return self.product(inputs)
+        version = _version(inputs)
+        if inputs is not self.inputs or version != self.version:
+            outputs = self.product(inputs).split(self.sizes, dim=-1)
+            self.inputs, self.version, self.outputs = inputs, version, outputs
+        output = self.outputs[index]
+        if index == len(self.sizes) - 1:  # the last sibling in the models' order: let the input and output go
+            self.inputs, self.outputs = None, ()
+        return output
+
+
+Linear = tuple[Any, torch.Tensor, torch.Tensor | None]
+
+
+def linear_groups(model: Any) -> list[list[Linear]]:
+    """The packable linears of ``model`` (see :func:`_packable`), siblings that share an input grouped together.
+
+    A group of several is a :data:`SIBLINGS` set of one parent module whose weights read the same width and whose
+    biases are all present or all absent; every other linear is a group of one.
+    """
+    linears = _packable(model)
+    by_module = {id(module): (module, weight, bias) for module, weight, bias in linears}
+    groups, grouped = [], set()
+    for parent in model.modules():
+        for names in SIBLINGS:
+            members = [by_module.get(id(getattr(parent, name, None))) for name in names]
+            if any(member is None or id(member[0]) in grouped for member in members):
+                continue
+            if len({member[1].shape[1] for member in members}) > 1:
+                continue
+            if len({member[2] is None for member in members}) > 1:
+                continue
+            groups.append(members)
+            grouped.update(id(member[0]) for member in members)
+    return groups + [[linear] for linear in linears if id(linear[0]) not in grouped]
+
+
+def stacked(group: list[Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A group's weights (and biases) stacked into one."""
+    weights = [weight for _, weight, _ in group]
+    biases = [bias.detach() for _, _, bias in group if bias is not None]
+    weight = weights[0] if len(group) == 1 else torch.cat(weights)
+    bias = (biases[0] if len(group) == 1 else torch.cat(biases)) if biases else None
+    return weight, bias
+
+
+def install(group: list[Linear], product: Product) -> None:
+    """Route each member's ``forward`` to ``product`` (shared among siblings); :func:`restore` undoes it."""
+    shared = SharedProduct(product, [(weight, bias) for _, weight, bias in group])
+    for index, (module, _, _) in enumerate(group):
+        module.forward = partial(shared.forward, index)
+
+
+def restore(groups: list[list[Linear]]) -> None:
+    for group in groups:
+        for module, _, _ in group:
+            vars(module).pop("forward", None)
 
 
 @contextmanager
-def onednn_linears(model: Any, rows: int) -> Iterator[None]:
+def packed_linears(model: Any, rows: int) -> Iterator[None]:
     """Within the block, ``model``'s plain fp32 CPU linear layers run on weights packed for ``rows``-row inputs.
 
-    Nothing changes where the batch is smaller than :data:`PACK_MIN_ROWS`, the packed copy would exceed
-    :data:`PACK_MAX_BYTES` or oneDNN is missing. The modules are restored on exit, also when the block raises. Inside
-    an outer block, layers it already packed are left as they are (several generation calls share one packing).
+    Siblings that read the same input (:data:`SIBLINGS`) run as one product over their stacked weights. Nothing
+    changes where the batch is smaller than :data:`PACK_MIN_ROWS`, the packed copy would exceed
+    :data:`PACK_MAX_BYTES` or no packed GEMM runs in this torch build. The modules are restored on exit, also when
+    the block raises. Inside an outer block, layers it already packed are left as they are (several generation
+    calls share one packing).
     """
     with torch.no_grad():
-        linears = _packable(model) if rows >= PACK_MIN_ROWS else []
-    size = sum(weight.numel() * weight.element_size() for _, weight, _ in linears)
-    if not linears or size > PACK_MAX_BYTES or not _packing_works():
+        groups = linear_groups(model) if rows >= PACK_MIN_ROWS else []
+    size = sum(weight.numel() * weight.element_size() for group in groups for _, weight, _ in group)
+    if not groups or size > PACK_MAX_BYTES or gemm_backend() is None:
         yield
         return
     with torch.no_grad():  # the weights may be trained between calls: packed per call, never kept
-        for module, weight, bias in linears:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-            module.forward = partial(_packed_forward, packed, None if bias is None else bias.detach())
+        for group in groups:
+            weight, bias = stacked(group)
+            install(group, packed_product(weight, bias, rows))
     try:
         yield
     finally:
-        for module, _, _ in linears:
-            vars(module).pop("forward", None)
+        restore(groups)

@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .cpu_decode_attention import cpu_decode_attention
-from .cpu_linears import onednn_linears
+from .cpu_linears import packed_linears
 from .generation import GenerationSettings, seeded_sampling
 from .pooling import position_ids_from_mask
 from .slot_cache import compaction_order, decode_cache
@@ -144,12 +144,12 @@ class _TokenChooser:
 
 @contextmanager
 def cpu_kernels(model: Any, input_ids: torch.Tensor) -> Iterator[None]:
-    """The CPU decode kernels both encode paths run under: packed oneDNN linears and ``bmm`` decode attention.
+    """The CPU decode kernels both encode paths run under: packed linears (oneDNN or MKL) and ``bmm`` decode attention.
 
     Both leave other devices and dtypes alone; the two paths share them so that the single pass's measured gain over
     the two-pass path is the single pass's own.
     """
-    with onednn_linears(model, rows=input_ids.shape[0]), cpu_decode_attention(model):
+    with packed_linears(model, rows=input_ids.shape[0]), cpu_decode_attention(model):
         yield
 
 

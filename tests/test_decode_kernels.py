@@ -1,5 +1,5 @@
-"""The single pass's CPU decode machinery gives transformers' own results: the slot KV cache, the packed oneDNN
-linear layers and the decode-step attention.
+"""The single pass's CPU decode machinery gives transformers' own results: the slot KV cache, the packed linear
+layers (more in ``test_packed_linears.py``) and the decode-step attention.
 
 The end-to-end equality (single pass == generate then forward) is in ``test_single_pass.py``; these tests pin the
 pieces on their own so a failure names the piece.
@@ -15,7 +15,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from grace_st.modeling import cpu_linears
 from grace_st.modeling.cpu_decode_attention import IMPLEMENTATION, cpu_decode_attention, decode_attention
-from grace_st.modeling.cpu_linears import onednn_linears
+from grace_st.modeling.cpu_linears import packed_linears
 from grace_st.modeling.slot_cache import SlotLayer, compaction_order, decode_cache
 
 
@@ -82,40 +82,23 @@ def test_slot_cache_decode_matches_the_dynamic_cache_through_the_model():
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-def test_onednn_linears_give_the_same_logits_and_restore_the_modules():
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(_config()).eval()
-    ids = torch.randint(0, 64, (4, 5))
-    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
-    with torch.no_grad():
-        plain = model(input_ids=ids).logits
-        with onednn_linears(model, rows=4):
-            assert all("forward" in vars(module) for module in linears)  # every layer and the head
-            fast = model(input_ids=ids).logits
-            single_row = model(input_ids=ids[:1]).logits  # packed for 4 rows, still right for 1
-    assert not any("forward" in vars(module) for module in linears)
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(single_row, plain[:1], rtol=1e-5, atol=1e-5)
-
-
-def test_onednn_linears_leave_wrapped_non_fp32_or_one_row_calls_alone(monkeypatch):
+def test_packed_linears_leave_wrapped_non_fp32_or_one_row_calls_alone(monkeypatch):
     model = LlamaForCausalLM(_config()).eval()
     sentinel = model.lm_head.forward
     model.lm_head.forward = sentinel  # what accelerate's hooks do: a forward of the instance's own
-    with onednn_linears(model, rows=8):
+    with packed_linears(model, rows=8):
         assert model.lm_head.forward is sentinel
         assert "forward" in vars(model.model.layers[0].mlp.up_proj)
     assert model.lm_head.forward is sentinel
     del model.lm_head.forward
-    with onednn_linears(model, rows=1):
+    with packed_linears(model, rows=1):
         assert "forward" not in vars(model.lm_head)  # packing would cost more than a one-row decode saves
     monkeypatch.setattr(cpu_linears, "PACK_MAX_BYTES", 1024)
-    with onednn_linears(model, rows=8):
+    with packed_linears(model, rows=8):
         assert "forward" not in vars(model.lm_head)  # no second copy of weights this large
     monkeypatch.undo()
     model.to(torch.bfloat16)
-    with onednn_linears(model, rows=8):
+    with packed_linears(model, rows=8):
         assert "forward" not in vars(model.lm_head)
 
 

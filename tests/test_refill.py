@@ -11,7 +11,7 @@ import torch
 from conftest import TEXTS
 from test_single_pass import NEIGHBOUR, lively, lively_backbone  # noqa: F401  (fixtures)
 
-from grace_st.modeling.refill import refill_rows
+from grace_st.modeling.refill import prefill_buckets, refill_rows
 from grace_st.modeling.single_pass import shared_prefix_length
 from grace_st.rationales import encode_with_rationales, refilled
 
@@ -59,6 +59,27 @@ def test_refilled_batch_gives_each_text_its_own_vector_and_rationale(lively, dec
     assert shared > 0 and calls.count((1, shared)) == 1, "the instruction prefix is run once for all groups"
     if decode_rows > 1:
         assert sum(steps) / len(steps) > decode_rows - 1, "finished rows are refilled: steps stay (nearly) full"
+
+
+def test_a_greedy_batch_prefills_in_runs_of_similar_length_with_its_own_vectors(lively):  # noqa: F811
+    model = lively()
+    texts = [*MORE, " ".join(["a long document about the weather and the sea"] * 4)]
+    alone = [model.encode([text], output_value=None)[0] for text in texts]
+    outs, calls = _rows_per_call(model, lambda: model.encode(texts, batch_size=len(texts), output_value=None))
+    _check_same(outs, alone)
+    prefills = [(rows, width) for rows, width in calls if width > 1]
+    assert len(prefills) > 2, "the long text is prefilled apart from the short ones, not padded for all"
+    assert sum(rows for rows, _ in prefills[1:]) == len(texts), "every prompt is prefilled once"
+    steps = [rows for rows, width in calls if width == 1]
+    assert steps[0] == len(texts), "then all rows decode together"
+
+
+def test_prefill_buckets_weigh_padding_against_calls():
+    assert prefill_buckets([50, 10, 10, 10], call_tokens=8) == [0, 1]  # 50 + 30 + 16 < 200 + 8
+    assert prefill_buckets([12, 11, 10, 10], call_tokens=8) == [0]  # 48 + 8: no split earns its call
+    assert prefill_buckets([5], call_tokens=0) == [0]
+    with pytest.raises(ValueError, match="longest first"):
+        prefill_buckets([1, 2])
 
 
 def test_refill_keeps_the_budget_and_leaves_sampling_alone(lively):  # noqa: F811

@@ -62,7 +62,7 @@ from trl.models import unwrap_model_for_generation
 
 from ..errors import GraceUserError
 from ..modeling.cpu_decode_attention import cpu_decode_attention
-from ..modeling.cpu_linears import onednn_linears
+from ..modeling.cpu_linears import packed_linears
 from ..modeling.generation import GenerationSettings, end_token_ids
 from ..modeling.pooling import masked_mean
 from ..modeling.prompts import build_prompt_batch
@@ -213,7 +213,7 @@ class GraceRollouts:
         first = trainer.accelerator.process_index * len(examples)
         texts = [example["text"] for example in examples for _ in range(k)]
         start = time.perf_counter()
-        with self._policy(trainer) as policy, cpu_decode_attention(policy), onednn_linears(policy, len(texts)):
+        with self._policy(trainer) as policy, cpu_decode_attention(policy), packed_linears(policy, len(texts)):
             embedder = self._embedder(trainer)
             end_ids = end_token_ids(policy, embedder.tokenizer)
             rollout_stream, anchor_stream = streams(2, next(policy.parameters()).device)
