@@ -1,12 +1,12 @@
-"""The model's linear layers on weights packed once per generation call, while decoding on a CPU.
+"""The model's linear layers on packed weights (packed once, kept while unchanged), while decoding on a CPU.
 
 A decode step multiplies a few dozen rows by every weight matrix of the model; PyTorch's default CPU GEMM repacks
-each weight on every call. Here each weight is packed once per call by the faster packed-GEMM library of this
+each weight on every call. Here each weight is packed once by the faster packed-GEMM library of this
 machine (:mod:`.cpu_gemm`: oneDNN or MKL), and sibling layers that read the same input (q/k/v, gate/up) run as one
-product over their stacked weights. Packing all 134M weights of SmolLM2-135M takes 0.2-0.35 s, so it is done per
-call only for batches of at least :data:`PACK_MIN_ROWS` rows (a one-row call would not earn it back), and only
-while the packed copy stays under :data:`PACK_MAX_BYTES` (the copy lives as long as the call: big models on a CPU
-keep one set of weights).
+product over their stacked weights. Packing all 134M weights of SmolLM2-135M takes 0.15-0.6 s, so it is done only
+for batches of at least :data:`PACK_MIN_ROWS` rows (a one-row call would not earn it back), and only while the
+packed copy stays under :data:`PACK_MAX_BYTES` (big models on a CPU keep one set of weights). The copy is kept with
+the model for its next call while the weights are unchanged (:func:`release_packed` frees it).
 
 Only plain fp32 CPU ``nn.Linear`` modules with no replaced ``forward`` are packed (accelerate's hooks keep theirs).
 A PEFT LoRA linear in eval mode (training rollouts run the policy with its adapter active) is packed with its
@@ -18,6 +18,7 @@ adapter variants (DoRA, ...) and LoRA biases keep PEFT's forward. Outputs agree 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -37,7 +38,7 @@ the matmul rate, and MKL's packed product measured slower in the whole model the
 4.2 s against oneDNN's 3.1 s, the elementwise operations around it slower too), so prefills keep PyTorch's own."""
 
 PACK_MAX_BYTES = 2 * 1024**3
-"""Largest packed copy of the linear weights held during a call (SmolLM2-135M: about 0.5 GB)."""
+"""Largest packed copy of the linear weights made and kept (SmolLM2-135M: about 0.5 GB)."""
 
 
 def _plain_cpu_linear(module: Any) -> bool:
@@ -183,6 +184,51 @@ def restore(groups: list[list[Linear]]) -> None:
             vars(module).pop("forward", None)
 
 
+_KEPT: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], list[Product]]] = weakref.WeakKeyDictionary()
+"""Per model, the packed products of its last call and the signature of the weights they were packed from."""
+
+
+def _signature(groups: list[list[Linear]], rows: int) -> tuple[Any, ...] | None:
+    """What the packed products depend on: the GEMM library, each weight and bias (storage and in-place version
+    counter: an optimiser step bumps it) and, for oneDNN, the rows packed for. None where that cannot be told:
+    LoRA layers (their folded weight is new each call) and inference tensors (no version counter)."""
+    backend = gemm_backend()
+    signature: list[Any] = [backend, rows if backend == "onednn" else None]
+    for group in groups:
+        for module, weight, bias in group:
+            if type(module) is not torch.nn.Linear:
+                return None
+            for tensor in (weight, bias):
+                if tensor is not None and tensor.is_inference():
+                    return None
+                signature.append(None if tensor is None else (tensor.data_ptr(), tensor._version, tensor.shape))
+    return tuple(signature)
+
+
+def _products(model: Any, groups: list[list[Linear]], rows: int) -> list[Product]:
+    """Each group's packed product: those of the model's last call while its weights are unchanged, else new.
+
+    Why kept: packing SmolLM2-135M's weights takes 0.15-0.6 s (fresh memory's page faults included), a few per cent
+    of encoding a batch of 64, paid again by every ``encode`` batch of the same model. The copy stays with the model
+    until its weights change or the model is freed (SmolLM2-135M: about 540 MB); :func:`release_packed` frees it
+    sooner. Training changes the weights every step, so there the products are made anew each call, as before.
+    """
+    signature = _signature(groups, rows)
+    kept = _KEPT.get(model)
+    if signature is not None and kept is not None and kept[0] == signature:
+        return kept[1]
+    _KEPT.pop(model, None)  # the stale copy goes before the new one is made: never two at once
+    products = [packed_product(*stacked(group), rows) for group in groups]
+    if signature is not None:
+        _KEPT[model] = (signature, products)
+    return products
+
+
+def release_packed(model: Any) -> None:
+    """Free the packed copy of ``model``'s weights kept since its last generation call (if any)."""
+    _KEPT.pop(model, None)
+
+
 @contextmanager
 def packed_linears(model: Any, rows: int) -> Iterator[None]:
     """Within the block, ``model``'s plain fp32 CPU linear layers run on weights packed for ``rows``-row inputs.
@@ -191,7 +237,7 @@ def packed_linears(model: Any, rows: int) -> Iterator[None]:
     changes where the batch is smaller than :data:`PACK_MIN_ROWS`, the packed copy would exceed
     :data:`PACK_MAX_BYTES` or no packed GEMM runs in this torch build. The modules are restored on exit, also when
     the block raises. Inside an outer block, layers it already packed are left as they are (several generation
-    calls share one packing).
+    calls share one packing). The packed copy is kept with the model for its next call (see :func:`_products`).
     """
     with torch.no_grad():
         groups = linear_groups(model) if rows >= PACK_MIN_ROWS else []
@@ -199,10 +245,9 @@ def packed_linears(model: Any, rows: int) -> Iterator[None]:
     if not groups or size > PACK_MAX_BYTES or gemm_backend() is None:
         yield
         return
-    with torch.no_grad():  # the weights may be trained between calls: packed per call, never kept
-        for group in groups:
-            weight, bias = stacked(group)
-            install(group, packed_product(weight, bias, rows))
+    with torch.no_grad():
+        for group, product in zip(groups, _products(model, groups, rows), strict=True):
+            install(group, product)
     try:
         yield
     finally:

@@ -127,6 +127,16 @@ def test_decode_attention_equals_sdpa_for_grouped_heads_on_a_cache_view(mask_kin
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_decode_attention_converts_each_new_mask_once_and_never_reuses_a_stale_one():
+    module, query, key, value, mask = _attention_inputs(1, "bool")
+    other = mask.clone()
+    other[2, ..., :5] = False  # same shape, other content: a later step's mask
+    for current in (mask, mask, other, mask.clone()):
+        got, _ = decode_attention(module, query, key, value, current)
+        want, _ = sdpa_attention_forward(module, query, key, value, current)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_decode_attention_hands_prefill_and_other_features_to_sdpa():
     module, query, key, value, mask = _attention_inputs(5, "bool")
     got, _ = decode_attention(module, query, key, value, mask)

@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from grace_st.errors import GraceUserError
-from grace_st.modeling import cpu_gemm
+from grace_st.modeling import cpu_gemm, cpu_linears
 from grace_st.modeling.cpu_linears import linear_groups, packed_linears
 
 
@@ -100,3 +100,21 @@ def test_the_measured_choice_is_a_backend_that_runs_here(monkeypatch):
         cpu_gemm.gemm_backend.cache_clear()
     usable = [backend for backend in cpu_gemm.BACKENDS if cpu_gemm._works(backend)]
     assert chosen in usable if usable else chosen is None
+
+
+def test_the_packed_copy_is_kept_while_the_weights_are_unchanged_and_remade_when_they_change():
+    model = _model()
+    ids = torch.randint(0, 64, (4, 5))
+    with torch.no_grad():
+        with packed_linears(model, rows=4):
+            first = model.lm_head.forward
+            model(input_ids=ids)
+        with packed_linears(model, rows=4):
+            assert model.lm_head.forward.func.__self__.product is first.func.__self__.product, "kept, not repacked"
+        model.lm_head.weight.mul_(2)  # what an optimiser step does: the weight changes in place
+        plain = model(input_ids=ids).logits
+        with packed_linears(model, rows=4):
+            assert model.lm_head.forward.func.__self__.product is not first.func.__self__.product
+            torch.testing.assert_close(model(input_ids=ids).logits, plain, rtol=1e-5, atol=1e-5)
+    cpu_linears.release_packed(model)
+    assert model not in cpu_linears._KEPT
