@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from .encode_io import check_texts, keep_pooled_outputs
     from .generation import GenerationSettings, end_token_ids, pad_token_id_for
-    from .generation_path import generate_fn, refill_fn, two_pass_generation  # noqa: F401  (importable from here too)
+    from .generation_path import generate_fn, int8_fn, refill_fn, two_pass_generation  # noqa: F401  (importable here)
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for, tokenize_texts
     from .role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
@@ -47,7 +48,7 @@ except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from grace_st.modeling.encode_io import check_texts, keep_pooled_outputs
     from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
-    from grace_st.modeling.generation_path import generate_fn, refill_fn, two_pass_generation  # noqa: F401
+    from grace_st.modeling.generation_path import generate_fn, int8_fn, refill_fn, two_pass_generation  # noqa: F401
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import (
         DEFAULT_INSTRUCTION,
@@ -72,7 +73,7 @@ except ImportError:  # a folder's own copy, loaded without the library
     GraceUserError, GraceUserTypeError = ValueError, TypeError  # type: ignore[misc,assignment]
 
 
-_RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget")
+_RUN_TIME_OPTIONS = ("model_kwargs", "processor_kwargs", "token_budget", "int8")
 
 
 def _refuse_unknown_settings(kwargs: dict[str, Any]) -> None:
@@ -110,6 +111,8 @@ class RationaleGenerator(InputModule):
         model_kwargs, processor_kwargs: passed to ``from_pretrained`` of the model and tokenizer.
         token_budget: a batch is cut into length-sorted groups of at most this many KV-cache slots (rows x
             (prompt + max_new_tokens)) before generation; bounds memory. Same vectors; not saved with the model.
+        int8: run the backbone's linear layers on int8 weights (CPU, fp32 backbone, ``grace_st`` installed; see
+            ``modeling/int8_linears.py``): faster, with a small measured quality loss; off by default, not saved.
     """
 
     config_file_name = "grace_config.json"  # config.json is the backbone's, saved in the same root folder
@@ -147,10 +150,12 @@ class RationaleGenerator(InputModule):
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        int8: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         _refuse_unknown_settings(kwargs)
+        self.int8 = int8
         if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
             raise GraceUserError(f"token_budget must be a positive integer (KV-cache slots), got {token_budget!r}.")
         self.token_budget = token_budget
@@ -366,12 +371,41 @@ class RationaleGenerator(InputModule):
             "role": role,
         }
 
+    @property
+    def int8(self) -> bool:
+        """Whether generation runs on int8 weights (see ``modeling/int8_linears.py``); settable, not saved."""
+        return self._int8
+
+    @int8.setter
+    def int8(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise GraceUserTypeError(f"int8 must be True or False, got {value!r}.")
+        self._int8 = value
+
+    def _weights(self, rows: int) -> AbstractContextManager[None]:
+        """The linear layers' weights for one forward: as they are, or int8 copies (``int8``)."""
+        if not self._int8:
+            return nullcontext()
+        weights, parameter = int8_fn(), next(self.model.parameters())
+        if weights is None or parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+            where = f"on {parameter.device.type} in {str(parameter.dtype).removeprefix('torch.')}"
+            missing = "" if weights is not None else ", without grace-st's single pass"
+            raise GraceUserError(
+                f"int8=True needs an fp32 backbone on the CPU and grace-st installed; this one runs {where}{missing}. "
+                "Set int8=False (model[0].int8 = False), or load the model with device='cpu' and grace-st installed."
+            )
+        return weights(self.model, rows)
+
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         """Generate rationales, keep the hidden states over ``[prompt | rationale]`` and expose the pooled span.
 
         Adds ``token_embeddings`` ``(B, T, H)``, replaces ``attention_mask`` with the pooled-span mask ``(B, T)``
         (what ``Pooling`` averages over), and adds ``rationale_ids`` / ``rationale_mask`` ``(B, G)``.
         """
+        with self._weights(features["input_ids"].shape[0]):
+            return self._embed(features, **kwargs)
+
+    def _embed(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         ids, att, prompt_span = features["input_ids"], features["attention_mask"], features["prompt_span_mask"]
         mode = self.mode_for(features.get("role") or self.default_role)
         lengths = features.get("text_tokens")

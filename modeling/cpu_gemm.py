@@ -13,10 +13,10 @@ So :func:`gemm_backend` measures both once per process on two such products and 
 ``GRACE_CPU_GEMM=mkl`` or ``onednn`` pins the choice (``auto``, the default, measures). Both give ``F.linear``'s
 result to float rounding (another summation order); the choice changes speed, not what the model computes.
 
-MKL's packed layout does not depend on the row count it was packed for (its size is the same for any, and products
-at 1 to 300 rows from one packing equal the unpacked ones), so the row count of each call is passed as the packing
-size: PyTorch's op would otherwise fall back to the unpacked GEMM whenever the rows differ from it, as they do
-each time a decode drops finished rows.
+MKL's packed weight serves any row count (its size is the same whatever rows it was packed for, and products at 1
+to 300 rows from one packing equal the unpacked ones to the bit), so the row count of each call is passed as the
+packing size: PyTorch's op would otherwise fall back to the unpacked GEMM whenever the rows differ from it, as they
+do each time a decode drops finished rows. The speed does depend on the rows packed for (see ``cpu_linears``).
 """
 
 from __future__ import annotations

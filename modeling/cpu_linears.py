@@ -21,12 +21,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
 import torch
 
-from .cpu_gemm import Product, gemm_backend, packed_product
+from .cpu_gemm import GraceUserError, Product, gemm_backend, packed_product
+from .int8_linears import int8_product, int8_works
 
 
 PACK_MIN_ROWS = 2
@@ -109,19 +111,24 @@ class SharedProduct:
     decides). The slices are views of the one output, split along its last dimension. A group of one is a plain
     packed linear.
 
-    Inputs of more than :data:`PACKED_MAX_ROWS` rows (a prefill) skip the packed product: each member multiplies
-    by its own weight with PyTorch's GEMM, which runs at the matmul rate there.
+    Inputs of more than ``max_rows`` rows (a prefill) skip the packed product: each member multiplies by its own
+    weight with PyTorch's GEMM, which runs at the matmul rate there (None: the product takes every input).
     """
 
-    def __init__(self, product: Product, members: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
-        self.product, self.members = product, members
+    def __init__(
+        self,
+        product: Product,
+        members: list[tuple[torch.Tensor, torch.Tensor | None]],
+        max_rows: int | None = PACKED_MAX_ROWS,
+    ) -> None:
+        self.product, self.members, self.max_rows = product, members, max_rows
         self.sizes = [weight.shape[0] for weight, _ in members]
         self.inputs: torch.Tensor | None = None
         self.version = -1
         self.outputs: tuple[torch.Tensor, ...] = ()
 
     def forward(self, index: int, inputs: torch.Tensor) -> torch.Tensor:
-        if inputs.numel() > PACKED_MAX_ROWS * inputs.shape[-1]:
+        if self.max_rows is not None and inputs.numel() > self.max_rows * inputs.shape[-1]:
             weight, bias = self.members[index]
             return torch.nn.functional.linear(inputs, weight, bias)
         if len(self.sizes) == 1:
@@ -171,9 +178,9 @@ def stacked(group: list[Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight, bias
 
 
-def install(group: list[Linear], product: Product) -> None:
+def install(group: list[Linear], product: Product, max_rows: int | None = PACKED_MAX_ROWS) -> None:
     """Route each member's ``forward`` to ``product`` (shared among siblings); :func:`restore` undoes it."""
-    shared = SharedProduct(product, [(weight, bias) for _, weight, bias in group])
+    shared = SharedProduct(product, [(weight, bias) for _, weight, bias in group], max_rows)
     for index, (module, _, _) in enumerate(group):
         module.forward = partial(shared.forward, index)
 
@@ -184,16 +191,15 @@ def restore(groups: list[list[Linear]]) -> None:
             vars(module).pop("forward", None)
 
 
-_KEPT: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], list[Product]]] = weakref.WeakKeyDictionary()
-"""Per model, the packed products of its last call and the signature of the weights they were packed from."""
+_KEPT: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], int, list[Product]]] = weakref.WeakKeyDictionary()
+"""Per model, the packed products of its last call, with the signature of the weights and the rows packed for."""
 
 
-def _signature(groups: list[list[Linear]], rows: int) -> tuple[Any, ...] | None:
-    """What the packed products depend on: the GEMM library, each weight and bias (storage and in-place version
-    counter: an optimiser step bumps it) and, for oneDNN, the rows packed for. None where that cannot be told:
-    LoRA layers (their folded weight is new each call) and inference tensors (no version counter)."""
-    backend = gemm_backend()
-    signature: list[Any] = [backend, rows if backend == "onednn" else None]
+def _signature(groups: list[list[Linear]], int8: bool) -> tuple[Any, ...] | None:
+    """What the packed products depend on: the GEMM library (or int8) and each weight and bias (storage and
+    in-place version counter: an optimiser step bumps it). None where that cannot be told: LoRA layers (their
+    folded weight is new each call) and inference tensors (no version counter)."""
+    signature: list[Any] = ["int8" if int8 else gemm_backend()]
     for group in groups:
         for module, weight, bias in group:
             if type(module) is not torch.nn.Linear:
@@ -205,28 +211,58 @@ def _signature(groups: list[list[Linear]], rows: int) -> tuple[Any, ...] | None:
     return tuple(signature)
 
 
-def _products(model: Any, groups: list[list[Linear]], rows: int) -> list[Product]:
-    """Each group's packed product: those of the model's last call while its weights are unchanged, else new.
+def _products(model: Any, groups: list[list[Linear]], rows: int, int8: bool) -> list[Product]:
+    """Each group's packed product: those of the model's last call while its weights are unchanged and they were
+    packed for at least ``rows`` rows, else new ones.
 
     Why kept: packing SmolLM2-135M's weights takes 0.15-0.6 s (fresh memory's page faults included), a few per cent
-    of encoding a batch of 64, paid again by every ``encode`` batch of the same model. The copy stays with the model
-    until its weights change or the model is freed (SmolLM2-135M: about 540 MB); :func:`release_packed` frees it
-    sooner. Training changes the weights every step, so there the products are made anew each call, as before.
+    of encoding a batch of 64, paid again by every ``encode`` batch of the same model. Why the rows: both libraries
+    pick their blocking for the rows packed for; a packing for more rows serves fewer at the same speed, one for
+    fewer is slow (MKL, 57 rows by a 3072 x 576 weight: 0.96 ms packed for 2 rows, 0.57 ms packed for 64 or 256).
+    The copy stays with the model until its weights change or the model is freed (SmolLM2-135M: about 540 MB);
+    :func:`release_packed` frees it sooner. Training changes the weights every step, so there the products are made
+    anew each call, as before.
     """
-    signature = _signature(groups, rows)
+    signature = _signature(groups, int8)
     kept = _KEPT.get(model)
-    if signature is not None and kept is not None and kept[0] == signature:
-        return kept[1]
+    if signature is not None and kept is not None and kept[0] == signature and kept[1] >= rows:
+        return kept[2]
     _KEPT.pop(model, None)  # the stale copy goes before the new one is made: never two at once
-    products = [packed_product(*stacked(group), rows) for group in groups]
+    if int8:
+        products = [int8_product(*stacked(group)) for group in groups]
+    else:
+        products = [packed_product(*stacked(group), rows) for group in groups]
     if signature is not None:
-        _KEPT[model] = (signature, products)
+        _KEPT[model] = (signature, rows, products)
     return products
 
 
 def release_packed(model: Any) -> None:
     """Free the packed copy of ``model``'s weights kept since its last generation call (if any)."""
     _KEPT.pop(model, None)
+
+
+_INT8: ContextVar[bool] = ContextVar("grace_int8_linears", default=False)
+
+
+@contextmanager
+def int8_linears(enabled: bool = True) -> Iterator[None]:
+    """Within the block, generation calls run their linear layers on int8 weights (:mod:`.int8_linears`).
+
+    A context variable rather than an argument: the generation paths (single pass, refilled decode, GRPO rollouts)
+    all reach :func:`packed_linears`, and the switch is the caller's run-time choice, not part of their signatures.
+    Refused where this torch build lacks the int8 GEMM.
+    """
+    if enabled and not int8_works():
+        raise GraceUserError(
+            "int8=True needs PyTorch's int8 CPU GEMM (torch._int_mm), missing from this torch build; use "
+            "torch 2.4 or newer, or encode in fp32 (int8=False)."
+        )
+    token = _INT8.set(enabled)
+    try:
+        yield
+    finally:
+        _INT8.reset(token)
 
 
 @contextmanager
@@ -238,16 +274,20 @@ def packed_linears(model: Any, rows: int) -> Iterator[None]:
     :data:`PACK_MAX_BYTES` or no packed GEMM runs in this torch build. The modules are restored on exit, also when
     the block raises. Inside an outer block, layers it already packed are left as they are (several generation
     calls share one packing). The packed copy is kept with the model for its next call (see :func:`_products`).
+
+    Inside :func:`int8_linears` the layers run on int8 weights instead, at every batch size and for the prefill
+    too (the int8 copy is a quarter of the fp32 one's size).
     """
+    int8 = _INT8.get()
     with torch.no_grad():
-        groups = linear_groups(model) if rows >= PACK_MIN_ROWS else []
-    size = sum(weight.numel() * weight.element_size() for group in groups for _, weight, _ in group)
-    if not groups or size > PACK_MAX_BYTES or gemm_backend() is None:
+        groups = linear_groups(model) if rows >= PACK_MIN_ROWS or int8 else []
+    size = sum(weight.numel() * (1 if int8 else weight.element_size()) for group in groups for _, weight, _ in group)
+    if not groups or size > PACK_MAX_BYTES or (not int8 and gemm_backend() is None):
         yield
         return
     with torch.no_grad():
-        for group, product in zip(groups, _products(model, groups, rows), strict=True):
-            install(group, product)
+        for group, product in zip(groups, _products(model, groups, rows, int8), strict=True):
+            install(group, product, None if int8 else PACKED_MAX_ROWS)
     try:
         yield
     finally:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
+from typing import Any
 
 from .settings import MIN_LIBRARY_VERSION
 from .two_pass import GeneratedBatch, generate_then_embed
@@ -80,3 +81,21 @@ def refill_fn() -> GenerateFn | None:
     except ImportError:
         return None
     return generate_refilled
+
+
+def int8_fn() -> Callable[[Any, int], AbstractContextManager[None]] | None:
+    """The installed library's int8 weights for one forward (``model, rows`` -> context), where the single pass is in
+    use; None without it (a folder loaded without ``grace_st`` has only the fp32 two-pass path)."""
+    if _two_pass_forced or library_single_pass() is None:
+        return None
+    try:  # in a try block, as in refill_fn
+        from grace_st.modeling.cpu_linears import int8_linears, packed_linears
+    except ImportError:
+        return None
+
+    @contextmanager
+    def int8_weights(model: Any, rows: int) -> Iterator[None]:
+        with int8_linears(), packed_linears(model, rows):
+            yield
+
+    return int8_weights
