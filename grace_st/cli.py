@@ -42,12 +42,15 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def load_for_command(args: argparse.Namespace) -> Any:
-    """The model a command names (MODEL, ``--device``, ``--trust-remote-code``), with ``--max-new-tokens`` applied."""
+    """The model a command names (MODEL, ``--device``, ``--trust-remote-code``), with ``--max-new-tokens`` and
+    ``--int8`` applied."""
     from .loading import load_grace_model
 
     model = load_grace_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     if getattr(args, "max_new_tokens", None) is not None:
         model[0].max_new_tokens = args.max_new_tokens
+    if getattr(args, "int8", False):
+        model[0].int8 = True
     return model
 
 
@@ -116,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.add_argument("--max-new-tokens", type=int, help="override the model's rationale length cap for this run")
     encode.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
+    encode.add_argument(
+        "--int8",
+        action="store_true",
+        help="CPU only: int8 linear layers, about 1.6x faster, vectors and rationales differ a little from fp32 "
+        "(see benchmarks/int8_quality.py for the measured quality; default: fp32)",
+    )
     add_devices(encode)
     encode.add_argument(
         "--progress",

@@ -34,6 +34,10 @@ from .int8_linears import int8_product, int8_works
 PACK_MIN_ROWS = 2
 """Smallest batch whose decode saves more than the one-off packing costs."""
 
+PACK_FOR_ROWS = 64
+"""Fewest rows the weights are packed for: a packing for more rows serves fewer at the same speed (see
+:func:`_products`), so a small first call (a warm-up, a short list) packs once for the batches that follow."""
+
 PACKED_MAX_ROWS = 256
 """Largest input (rows) multiplied by the packed weights. At a few hundred rows and more every GEMM library runs at
 the matmul rate, and MKL's packed product measured slower in the whole model there (a 64 x 60-token prefill:
@@ -228,6 +232,7 @@ def _products(model: Any, groups: list[list[Linear]], rows: int, int8: bool) -> 
     if signature is not None and kept is not None and kept[0] == signature and kept[1] >= rows:
         return kept[2]
     _KEPT.pop(model, None)  # the stale copy goes before the new one is made: never two at once
+    rows = max(rows, PACK_FOR_ROWS)
     if int8:
         products = [int8_product(*stacked(group)) for group in groups]
     else:

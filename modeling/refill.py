@@ -43,8 +43,10 @@ REFILL_FRACTION = 8
 """Refill once at least ``rows // REFILL_FRACTION`` rows are free: one prefill call per group, not per row."""
 
 PREFILL_CALL_TOKENS = 32
-"""What one more prefill call costs, in prompt tokens of prefill work (its dispatch and cache merge): the price
-:func:`prefill_buckets` weighs against the padding a split saves."""
+"""What one more prefill call costs, in prompt tokens of prefill work (its dispatch, attention set-up and cache
+merge): the price :func:`prefill_buckets` weighs against the padding a split saves. On SmolLM2-135M, 2 threads,
+the 128 texts of ``encode_speed.py`` at b=64 took 2.83 s of prefill with 32 and 2.86 s with 96 (fewer, larger
+calls): a wide optimum."""
 
 
 def prefill_buckets(lengths: list[int], call_tokens: int = PREFILL_CALL_TOKENS) -> list[int]:

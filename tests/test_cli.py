@@ -69,6 +69,15 @@ def test_encode_wraps_a_plain_causal_lm_folder(tiny_backbone, capsys):
     assert json.loads(captured.out.strip())["text"] == "A cat sat."
 
 
+def test_encode_int8_writes_vectors_near_the_fp32_ones(tiny_backbone, capsys):
+    argv = ["encode", str(tiny_backbone), "--text", "A cat sat.", "--max-new-tokens", "4"]
+    assert main(argv) == 0
+    fp32 = json.loads(capsys.readouterr().out.strip())["embedding"]
+    assert main([*argv, "--int8"]) == 0
+    int8 = json.loads(capsys.readouterr().out.strip())["embedding"]
+    assert int8 != fp32 and sum(a * b for a, b in zip(int8, fp32, strict=True)) > 0.9
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

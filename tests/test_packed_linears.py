@@ -111,9 +111,12 @@ def test_the_packed_copy_is_kept_while_the_weights_are_unchanged_and_remade_when
             model(input_ids=ids)
         with packed_linears(model, rows=2):
             assert model.lm_head.forward.func.__self__.product is first.func.__self__.product, "kept, not repacked"
-        with packed_linears(model, rows=8):  # packed for fewer rows than asked: slow there, so packed anew
+        assert cpu_linears._KEPT[model][1] == cpu_linears.PACK_FOR_ROWS, "packed for a full batch, not for 4 rows"
+        more = cpu_linears.PACK_FOR_ROWS + 1
+        with packed_linears(model, rows=more):  # packed for fewer rows than asked: slow there, so packed anew
+            assert model.lm_head.forward.func.__self__.product is not first.func.__self__.product
             first = model.lm_head.forward
-            assert cpu_linears._KEPT[model][1] == 8
+            assert cpu_linears._KEPT[model][1] == more
         model.lm_head.weight.mul_(2)  # what an optimiser step does: the weight changes in place
         plain = model(input_ids=ids).logits
         with packed_linears(model, rows=4):
