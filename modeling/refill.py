@@ -31,6 +31,7 @@ from .single_pass import (
     DecoderOutputs,
     forward_options,
     generate_with_hidden_states,
+    greedy_tokens,
     prefill,
     prefill_prefix,
     shared_prefix_length,
@@ -226,7 +227,7 @@ class _RefilledDecode:
 
     def _step(self, cache: Any) -> None:
         """Choose each running row's next token, run it through the model, then let the finished rows go."""
-        tokens = self.logits.argmax(dim=-1)
+        tokens = greedy_tokens(self.logits)
         self.generated[self.active, self.made] = tokens
         finished = torch.isin(tokens, self.ends) | (self.made + 1 >= self.steps)
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)

@@ -16,6 +16,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from grace_st.modeling import cpu_linears
 from grace_st.modeling.cpu_decode_attention import IMPLEMENTATION, cpu_decode_attention, decode_attention
 from grace_st.modeling.cpu_linears import packed_linears
+from grace_st.modeling.single_pass import greedy_tokens
 from grace_st.modeling.slot_cache import SlotLayer, compaction_order, decode_cache
 
 
@@ -174,3 +175,12 @@ def test_cpu_decode_attention_gives_the_models_logits_and_restores_its_setting()
     model.to(torch.bfloat16)
     with cpu_decode_attention(model):
         assert model.config._attn_implementation == "sdpa"  # not fp32: left alone
+
+
+def test_greedy_tokens_pick_argmax_s_first_maximum_on_ties():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (64, 40), generator=generator).float()  # many ties in every row
+    logits[5] = float("-inf")
+    logits[5, 7] = logits[5, 9] = 0.0
+    assert torch.equal(greedy_tokens(logits), logits.argmax(dim=-1))
+    assert int(greedy_tokens(logits)[5]) == 7
