@@ -25,6 +25,7 @@ import torch
 
 from .batching import generate_packed
 from .cpu_decode_attention import cpu_decode_attention
+from .cpu_decode_layer import lean_decode_layers
 from .cpu_linears import packed_linears
 from .generation import GenerationSettings
 from .single_pass import (
@@ -119,7 +120,12 @@ def generate_refilled(
             return generate_with_hidden_states(model, ids, mask, settings, end_ids, pad_token_id, layer)
 
         return generate_packed(run, input_ids, attention_mask, steps, token_budget, pad_token_id)
-    with DecoderOutputs(model) as captured, packed_linears(model, rows=rows), cpu_decode_attention(model):
+    with (
+        DecoderOutputs(model) as captured,
+        packed_linears(model, rows=rows),
+        cpu_decode_attention(model),
+        lean_decode_layers(model),
+    ):
         loop = _RefilledDecode(model, captured, input_ids, attention_mask, steps, end_ids, pad_token_id, layer)
         return loop.run(cache, rows)
 

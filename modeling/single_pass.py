@@ -29,6 +29,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .cpu_decode_attention import cpu_decode_attention
+from .cpu_decode_layer import lean_decode_layers
 from .cpu_linears import packed_linears
 from .generation import GenerationSettings, seeded_sampling
 from .pooling import position_ids_from_mask
@@ -153,12 +154,12 @@ class _TokenChooser:
 
 @contextmanager
 def cpu_kernels(model: Any, input_ids: torch.Tensor) -> Iterator[None]:
-    """The CPU decode kernels both encode paths run under: packed linears (oneDNN or MKL) and ``bmm`` decode attention.
+    """The CPU decode kernels of the single pass: packed linears (oneDNN or MKL), ``bmm`` decode attention and the
+    lean decode step of Llama-family layers (``cpu_decode_layer.py``); the refilled decode runs under the same.
 
-    Both leave other devices and dtypes alone; the two paths share them so that the single pass's measured gain over
-    the two-pass path is the single pass's own.
+    Each leaves other devices, dtypes and models alone.
     """
-    with packed_linears(model, rows=input_ids.shape[0]), cpu_decode_attention(model):
+    with packed_linears(model, rows=input_ids.shape[0]), cpu_decode_attention(model), lean_decode_layers(model):
         yield
 
 

@@ -15,6 +15,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from grace_st.modeling import cpu_linears
 from grace_st.modeling.cpu_decode_attention import IMPLEMENTATION, cpu_decode_attention, decode_attention
+from grace_st.modeling.cpu_decode_layer import lean_decode_layers
 from grace_st.modeling.cpu_linears import packed_linears
 from grace_st.modeling.single_pass import greedy_tokens
 from grace_st.modeling.slot_cache import SlotLayer, compaction_order, decode_cache
@@ -184,3 +185,23 @@ def test_greedy_tokens_pick_argmax_s_first_maximum_on_ties():
     logits[5, 7] = logits[5, 9] = 0.0
     assert torch.equal(greedy_tokens(logits), logits.argmax(dim=-1))
     assert int(greedy_tokens(logits)[5]) == 7
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_lean_decode_layers_give_the_models_logits_and_restore_the_layers(bias):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config(attention_bias=bias)).eval()  # q/k/v biases: Qwen2's layout
+    ids, mask = torch.randint(0, 64, (3, 6)), torch.ones(3, 6, dtype=torch.long)
+    mask[0, :2] = 0  # left padding
+    plain = _decode_logits(model, ids, mask, steps=4)
+    layers = model.model.layers
+    with lean_decode_layers(model):
+        assert not any("forward" in vars(layer) for layer in layers), "only under the bmm decode attention"
+    with cpu_decode_attention(model), lean_decode_layers(model):
+        assert all("forward" in vars(layer) for layer in layers)
+        lean = _decode_logits(model, ids, mask, steps=4)
+    torch.testing.assert_close(lean, plain, rtol=1e-5, atol=1e-5)
+    assert not any("forward" in vars(layer) for layer in layers)
+    model.config.hidden_act = "gelu"  # another activation: not the forward this reproduces
+    with cpu_decode_attention(model), lean_decode_layers(model):
+        assert not any("forward" in vars(layer) for layer in layers)
