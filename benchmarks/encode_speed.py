@@ -23,16 +23,19 @@ definitions with their examples):
    then the corpus path's texts/s, its fraction and its ratio to the largest batch, and the machine: CPU model,
    vector extensions (avx2, avx512f, avx512_vnni, amx_*, ...) and a measured copy bandwidth.
 
-Where the time goes (AMD EPYC, AVX2 + FMA, no AVX-512; 2 threads; measured 2026-12-01 with
-``benchmarks/decode_profile.py --profile --texts 64 --skip 4 --steps 6 --max-new-tokens 64``): a batch-64 decode step
-(steps 4-9, 57.5 rows on average) took 169 ms under ``torch.profiler`` (179 ms for the unprofiled steps just before).
-71.5 % of it is the linear layers and the LM head (oneDNN packed-weight GEMMs) at 128 GFLOP/s, about the machine's
-fp32 matmul rate; 10.4 % attention (``bmm``/``baddbmm``/softmax); 8.3 % elementwise ops and copies (norms, RoPE,
-SiLU, cache writes); 9.7 % in no operator (Python and dispatch). A least-squares fit of step time on rows over a
-whole corpus run gives about 40-55 ms a step shared by all rows plus 2.0 ms a row: on this machine a batch-64 step
-is bound by arithmetic, so keeping steps full (refilling finished rows) saves only the shared part of the steps it
-removes, a few per cent. On an AVX-512 machine (twice the matmul rate) the per-row part halves and the shared part
-(streaming the 540 MB of weights, dispatch) weighs about twice as much.
+Where the time goes, per machine kind (2 threads; ``benchmarks/decode_profile.py --profile --texts 64 --skip 4
+--steps 6 --max-new-tokens 64``: decode steps 4-9 of a batch of 64, 57.5 rows on average, under ``torch.profiler``):
+
+- Intel Xeon, AVX-512 + VNNI + AMX (matmul 330-360 GFLOP/s; 2026-12-02). Before this round's changes (625ba35): a
+  step took 152 ms (169 profiled): 63 % GEMMs (oneDNN packed) at only 146 GFLOP/s, 13 % attention, 10 %
+  elementwise, 13 % Python and dispatch; the prefill of each batch, padded to its longest prompt, took a quarter of
+  the encode. Now: 112 ms (110 profiled): 59 % GEMMs (MKL packed, chosen on this machine) at 238 GFLOP/s, 17 %
+  attention (``baddbmm``/``bmm`` over the KV cache: memory-bound), 11 % elementwise and copies, 13 % Python and
+  dispatch; prefills run in runs of similar length.
+- AMD EPYC, AVX2 + FMA, no AVX-512 (2026-12-01, before this round's changes): 169 ms profiled (179 unprofiled): 71.5 %
+  GEMMs (oneDNN packed) at 128 GFLOP/s, about the machine's matmul rate; 10.4 % attention; 8.3 % elementwise;
+  9.7 % Python and dispatch. A least-squares fit of step time on rows gives about 40-55 ms a step shared by all
+  rows plus 2.0 ms a row: bound by arithmetic, so refilling finished rows gains only a few per cent there.
 
     python benchmarks/encode_speed.py            # the full run (about 20-25 min on a 2-core CPU)
     python benchmarks/encode_speed.py --texts 16 --batch-sizes 1 16 --max-new-tokens 16   # a quick look
