@@ -25,7 +25,6 @@ import dataclasses
 import difflib
 import warnings
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -37,7 +36,7 @@ try:  # a copy saved next to a model: the modeling files sit beside this one
     from .batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from .encode_io import check_texts, keep_pooled_outputs
     from .generation import GenerationSettings, end_token_ids, pad_token_id_for
-    from .generation_path import generate_fn, int8_fn, refill_fn, two_pass_generation  # noqa: F401  (importable here)
+    from .generation_path import generate_fn, linear_weights, refill_fn, two_pass_generation  # noqa: F401
     from .pooling import select_hidden_states
     from .prompts import DEFAULT_INSTRUCTION, PromptTemplate, build_prompt_batch, template_for, tokenize_texts
     from .role_modes import DEFAULT_ROLE, RoleMode, RoleModes, as_role_modes, role_of
@@ -48,7 +47,12 @@ except ImportError:  # the installed library
     from grace_st.modeling.batching import DEFAULT_TOKEN_BUDGET, generate_packed
     from grace_st.modeling.encode_io import check_texts, keep_pooled_outputs
     from grace_st.modeling.generation import GenerationSettings, end_token_ids, pad_token_id_for
-    from grace_st.modeling.generation_path import generate_fn, int8_fn, refill_fn, two_pass_generation  # noqa: F401
+    from grace_st.modeling.generation_path import (  # noqa: F401  (importable from here too)
+        generate_fn,
+        linear_weights,
+        refill_fn,
+        two_pass_generation,
+    )
     from grace_st.modeling.pooling import select_hidden_states
     from grace_st.modeling.prompts import (
         DEFAULT_INSTRUCTION,
@@ -382,27 +386,13 @@ class RationaleGenerator(InputModule):
             raise GraceUserTypeError(f"int8 must be True or False, got {value!r}.")
         self._int8 = value
 
-    def _weights(self, rows: int) -> AbstractContextManager[None]:
-        """The linear layers' weights for one forward: as they are, or int8 copies (``int8``)."""
-        if not self._int8:
-            return nullcontext()
-        weights, parameter = int8_fn(), next(self.model.parameters())
-        if weights is None or parameter.device.type != "cpu" or parameter.dtype != torch.float32:
-            where = f"on {parameter.device.type} in {str(parameter.dtype).removeprefix('torch.')}"
-            missing = "" if weights is not None else ", without grace-st's single pass"
-            raise GraceUserError(
-                f"int8=True needs an fp32 backbone on the CPU and grace-st installed; this one runs {where}{missing}. "
-                "Set int8=False (model[0].int8 = False), or load the model with device='cpu' and grace-st installed."
-            )
-        return weights(self.model, rows)
-
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         """Generate rationales, keep the hidden states over ``[prompt | rationale]`` and expose the pooled span.
 
         Adds ``token_embeddings`` ``(B, T, H)``, replaces ``attention_mask`` with the pooled-span mask ``(B, T)``
         (what ``Pooling`` averages over), and adds ``rationale_ids`` / ``rationale_mask`` ``(B, G)``.
         """
-        with self._weights(features["input_ids"].shape[0]):
+        with linear_weights(self.model, features["input_ids"].shape[0], int8=self._int8):
             return self._embed(features, **kwargs)
 
     def _embed(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
 from typing import Any
 
+import torch
+
 from .settings import MIN_LIBRARY_VERSION
 from .two_pass import GeneratedBatch, generate_then_embed
+
+
+try:
+    from grace_st.errors import GraceUserError
+except ImportError:  # a folder's own copy, loaded without the library
+    GraceUserError = ValueError  # type: ignore[misc,assignment]
 
 
 GenerateFn = Callable[..., GeneratedBatch]
@@ -83,19 +91,34 @@ def refill_fn() -> GenerateFn | None:
     return generate_refilled
 
 
-def int8_fn() -> Callable[[Any, int], AbstractContextManager[None]] | None:
-    """The installed library's int8 weights for one forward (``model, rows`` -> context), where the single pass is in
-    use; None without it (a folder loaded without ``grace_st`` has only the fp32 two-pass path)."""
-    if _two_pass_forced or library_single_pass() is None:
-        return None
-    try:  # in a try block, as in refill_fn
-        from grace_st.modeling.cpu_linears import int8_linears, packed_linears
-    except ImportError:
-        return None
+def linear_weights(model: Any, rows: int, int8: bool) -> AbstractContextManager[None]:
+    """The linear layers' weights for one forward of ``rows`` rows: as they are, or int8 products (``int8``).
 
-    @contextmanager
-    def int8_weights(model: Any, rows: int) -> Iterator[None]:
-        with int8_linears(), packed_linears(model, rows):
-            yield
+    int8 needs the installed library's single pass (``grace_st.modeling.cpu_linears``) and an fp32 backbone on the
+    CPU; anything else is refused with the fix rather than silently run in fp32.
+    """
+    if not int8:
+        return nullcontext()
+    library = None
+    if not _two_pass_forced and library_single_pass() is not None:
+        try:  # in a try block, as in refill_fn
+            from grace_st.modeling.cpu_linears import int8_linears, packed_linears
 
-    return int8_weights
+            library = (int8_linears, packed_linears)
+        except ImportError:
+            pass
+    parameter = next(model.parameters())
+    if library is None or parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+        where = f"on {parameter.device.type} in {str(parameter.dtype).removeprefix('torch.')}"
+        missing = "" if library is not None else ", without grace-st's single pass"
+        raise GraceUserError(
+            f"int8=True needs an fp32 backbone on the CPU and grace-st installed; this one runs {where}{missing}. "
+            "Set int8=False (model[0].int8 = False), or load the model with device='cpu' and grace-st installed."
+        )
+    return _int8_weights(model, rows, *library)
+
+
+@contextmanager
+def _int8_weights(model: Any, rows: int, int8_linears: Any, packed_linears: Any) -> Iterator[None]:
+    with int8_linears(), packed_linears(model, rows):
+        yield
