@@ -4,8 +4,8 @@ A batch-64 decode step of SmolLM2-135M spent about a third of its time outside t
 products (``benchmarks/decode_profile.py``): some 45 small operations a layer on ``(rows, 576)`` tensors, each a few
 microseconds of dispatch, and transformers' Python around them (keyword plumbing, decorators, the attention
 registry lookup, a module call per sub-block). For a single-token step this forward does the same arithmetic with
-fewer operations: the residual adds and the gated activation in place, rotary embedding of the queries and keys in
-one pass over a stacked view, the attention through :func:`~.cpu_decode_attention.decode_attention` directly. The
+fewer operations: the second residual add and the gated activation in place, the rotary embedding with one copy
+fewer per tensor, the attention through :func:`~.cpu_decode_attention.decode_attention` directly. The
 layer's own modules (norms, linear layers) are still called, so the packed linears and any hooks on them apply.
 
 Only the layer classes whose forward this reproduces exactly (:data:`LAYERS`: pre-norm RMSNorm, rotary attention

@@ -24,12 +24,10 @@ from typing import Any
 import torch
 
 from .batching import generate_packed
-from .cpu_decode_attention import cpu_decode_attention
-from .cpu_decode_layer import lean_decode_layers
-from .cpu_linears import packed_linears
 from .generation import GenerationSettings
 from .single_pass import (
     DecoderOutputs,
+    cpu_kernels,
     forward_options,
     generate_with_hidden_states,
     greedy_tokens,
@@ -120,12 +118,7 @@ def generate_refilled(
             return generate_with_hidden_states(model, ids, mask, settings, end_ids, pad_token_id, layer)
 
         return generate_packed(run, input_ids, attention_mask, steps, token_budget, pad_token_id)
-    with (
-        DecoderOutputs(model) as captured,
-        packed_linears(model, rows=rows),
-        cpu_decode_attention(model),
-        lean_decode_layers(model),
-    ):
+    with DecoderOutputs(model) as captured, cpu_kernels(model, rows):
         loop = _RefilledDecode(model, captured, input_ids, attention_mask, steps, end_ids, pad_token_id, layer)
         return loop.run(cache, rows)
 

@@ -153,13 +153,14 @@ class _TokenChooser:
 
 
 @contextmanager
-def cpu_kernels(model: Any, input_ids: torch.Tensor) -> Iterator[None]:
-    """The CPU decode kernels of the single pass: packed linears (oneDNN or MKL), ``bmm`` decode attention and the
-    lean decode step of Llama-family layers (``cpu_decode_layer.py``); the refilled decode runs under the same.
+def cpu_kernels(model: Any, rows: int) -> Iterator[None]:
+    """The CPU decode kernels of the single pass and the refilled decode, for batches of ``rows`` rows: packed
+    linears (oneDNN or MKL), ``bmm`` decode attention and the lean decode step of Llama-family layers
+    (``cpu_decode_layer.py``).
 
     Each leaves other devices, dtypes and models alone.
     """
-    with packed_linears(model, rows=input_ids.shape[0]), cpu_decode_attention(model), lean_decode_layers(model):
+    with packed_linears(model, rows=rows), cpu_decode_attention(model), lean_decode_layers(model):
         yield
 
 
@@ -188,7 +189,7 @@ def generate_with_hidden_states(
     with (
         seeded_sampling(settings, input_ids.device),
         DecoderOutputs(model) as captured,
-        cpu_kernels(model, input_ids),
+        cpu_kernels(model, input_ids.shape[0]),
     ):
         chooser = _TokenChooser(groups, input_ids.device)
         return _decode(
